@@ -1,0 +1,156 @@
+"""Errors of top-k sparse attention, from exact factorised forms (Section 6).
+
+For one row with softmax ``s``, window k, kept set T and tail mass tau (D2, D3, D6
+of the theory notes; docs/theory.md):
+
+* l1:   ``||s - s^||_1 = 2 tau``;
+* l2:   ``||s - s^||_2^2 = (tau / (1 - tau))^2 sum_T s_j^2 + sum_{not T} s_j^2``;
+* linf: ``||s - s^||_inf = max(s_(1) tau / (1 - tau), s_(k+1))`` (the largest kept
+  entry is inflated most; the largest dropped entry is lost);
+* output: ``(s - s^)^T V = tau (mu_tail - mu_head)`` where mu_head / mu_tail are
+  the s-weighted means of the kept / dropped value rows, so
+  ``||(s - s^)^T V||_2 = tau ||mu_tail - mu_head||_2``.
+
+None of these is formed as a difference of two nearly equal matrices: when tau is
+below the float epsilon, ``s - s^`` rounds to noise, while these forms keep full
+relative precision. All errors are returned as natural logarithms (-inf for an
+exact zero, e.g. at k = n).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from sparsity_theory import _checks
+from sparsity_theory.attention import _check_logits
+from sparsity_theory.sparsity import WindowProfile, _as_batch, window_profile
+
+Array = jax.Array
+
+
+class SparseAttentionErrors(NamedTuple):
+    """Per-row errors of top-k attention, as natural logs, shape (..., len(windows)).
+
+    ``log_output`` is None when no values were given.
+    """
+
+    log_tail_mass: Array
+    log_l1: Array
+    log_l2: Array
+    log_linf: Array
+    log_output: Optional[Array]
+
+
+def _merge_means(a, b):
+    """Merge two (log weight, weighted mean) summaries; commutative and associative."""
+    la, ma = a
+    lb, mb = b
+    lab = jnp.logaddexp(la, lb)
+    empty = lab == -jnp.inf
+    ref = jnp.where(empty, 0.0, lab)
+    wa = jnp.where(empty, 0.0, jnp.exp(la - ref))
+    wb = jnp.where(empty, 0.0, jnp.exp(lb - ref))
+    return lab, wa[..., None] * ma + wb[..., None] * mb
+
+
+def _log_output_error(u: Array, values: Array, prof: WindowProfile) -> Array:
+    """``log(tau(k) ||mu_tail(k) - mu_head(k)||_2)`` for k = 1..K."""
+    top_values = values[prof.top_indices]  # (K, d_v)
+    # Kept means: weights relative to the largest logit lie in (0, 1] and their
+    # sum is >= 1, so a plain cumulative sum is accurate.
+    w = jnp.exp(prof.top_logits - prof.top_logits[0])
+    mu_head = jnp.cumsum(w[:, None] * top_values, axis=0) / jnp.cumsum(w)[:, None]
+    # Dropped means: the entries outside the top K summarised once, then merged
+    # with the kept logits from the right in log-weight form, so that a tail of
+    # mass 1e-300 has a mean as accurate as a tail of mass 0.5.
+    u_out = jnp.where(prof.outside, u, -jnp.inf)
+    log_out = jax.nn.logsumexp(u_out)
+    ref = jnp.where(log_out == -jnp.inf, 0.0, jnp.max(u_out))
+    w_out = jnp.where(prof.outside, jnp.exp(u_out - ref), 0.0)
+    mu_out = (w_out @ values) / jnp.where(log_out == -jnp.inf, 1.0, jnp.sum(w_out))
+    logs = jnp.concatenate([prof.top_logits, log_out[None]])
+    means = jnp.concatenate([top_values, mu_out[None, :]], axis=0)
+    _, mu_suffix = lax.associative_scan(_merge_means, (logs, means), reverse=True)
+    mu_tail = mu_suffix[1:]  # window k drops top entries k.. (0-based) and the outside
+    gap = jnp.linalg.norm(mu_tail - mu_head, axis=-1)
+    return prof.log_tail + jnp.log(gap)
+
+
+def _row_errors(u: Array, values: Optional[Array], windows: tuple[int, ...]):
+    prof = window_profile(u, max(windows))
+    pos = jnp.asarray(windows, jnp.int32) - 1
+    log_tau = prof.log_tail
+    log_ratio = log_tau - prof.log_head  # log(tau / (1 - tau))
+    log_l2 = 0.5 * jnp.logaddexp(2 * log_ratio + prof.log_head_sq, prof.log_tail_sq)
+    log_s1 = prof.top_logits[0] - prof.log_normaliser
+    log_linf = jnp.maximum(log_s1 + log_ratio, prof.log_first_dropped)
+    out = (log_tau[pos], math.log(2.0) + log_tau[pos], log_l2[pos], log_linf[pos])
+    if values is None:
+        return out + (None,)
+    return out + (_log_output_error(u, values, prof)[pos],)
+
+
+@functools.partial(jax.jit, static_argnames="windows")
+def _errors_no_values(logits, windows):
+    f = jnp.vectorize(
+        lambda u: _row_errors(u, None, windows)[:4], signature="(n)->(w),(w),(w),(w)"
+    )
+    return SparseAttentionErrors(*f(logits), None)
+
+
+@functools.partial(jax.jit, static_argnames="windows")
+def _errors_with_values(logits, values, windows):
+    f = jnp.vectorize(
+        lambda u, v: _row_errors(u, v, windows), signature="(n),(n,v)->(w),(w),(w),(w),(w)"
+    )
+    return SparseAttentionErrors(*f(logits, values[..., None, :, :]))
+
+
+def sparse_attention_errors(
+    logits: Array, windows, values: Optional[Array] = None
+) -> SparseAttentionErrors:
+    """Errors of top-k attention (Definition 3.4) for each window in ``windows``.
+
+    Args:
+      logits: scores (..., m, n).
+      windows: window sizes k in [1, n].
+      values: optional value rows (..., n, d_v) shared by the m rows; enables the
+        output error ``||(s_i - s^_i)^T V||_2``.
+
+    Returns:
+      :class:`SparseAttentionErrors` of natural logs with shape (..., m, len(windows)):
+      the tail mass tau, the attention-matrix row errors in l1 (= 2 tau), l2 and
+      l-infinity, and the output row error.
+    """
+    _check_logits(logits)
+    n = jnp.shape(logits)[-1]
+    windows = _checks.check_windows(windows, n)
+    logits = _as_batch(logits)
+    if values is None:
+        return _errors_no_values(logits, windows)
+    _checks.check_min_ndim(values, 2, "values")
+    _checks.check_same(jnp.shape(values)[-2], n, "values rows vs logits columns (n)")
+    _checks.check_finite_array(values, "values")
+    if jnp.ndim(logits) < 2:
+        raise ValueError("with values, logits must be (..., m, n): add a row axis.")
+    return _errors_with_values(logits, jnp.asarray(values, logits.dtype), windows)
+
+
+@functools.partial(jax.jit, static_argnames="axis")
+def frobenius_aggregate(log_row_errors: Array, axis: int = -2) -> tuple[Array, Array]:
+    """Aggregate per-row errors over the rows (the Frobenius norm of Section 6).
+
+    With ``e_i`` the row errors along ``axis`` (m rows):
+    ``total = sqrt(sum_i e_i^2)`` (``||S - S^||_F`` for the l2 row errors) and
+    ``rms = total / sqrt(m)`` (root mean square per row). Both are returned as
+    natural logs, computed with a log-sum-exp so tiny errors do not underflow.
+    """
+    m = log_row_errors.shape[axis]
+    log_total = 0.5 * jax.nn.logsumexp(2 * log_row_errors, axis=axis)
+    return log_total, log_total - 0.5 * jnp.log(jnp.asarray(m, log_total.dtype))

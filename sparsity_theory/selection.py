@@ -1,0 +1,98 @@
+"""Exact order statistics and value thresholds without sorting.
+
+On CPU, XLA's full sort is about 30x slower than NumPy's, so nothing here sorts a
+whole row. Instead a floating-point value is mapped to an integer *key* whose
+integer order is the float order, and a monotone predicate is bisected over the
+integer keys. With 32 (float32) or 64 (float64) halvings the bisection ends on an
+exact data value, whatever the spread of the row: the result is exact, not an
+approximation to a tolerance.
+
+Each halving is one pass over the row (a comparison and a reduction), so the cost
+is ``bits x n`` cheap operations per row and, unlike ``lax.top_k``, does not grow
+with the rank asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Array = jax.Array
+
+_INT_FOR_FLOAT = {
+    jnp.dtype(jnp.float32): (jnp.int32, 32),
+    jnp.dtype(jnp.float64): (jnp.int64, 64),
+}
+
+
+def _int_type(dtype) -> tuple:
+    try:
+        return _INT_FOR_FLOAT[jnp.dtype(dtype)]
+    except KeyError:
+        raise ValueError(f"ordered keys need float32 or float64 data, got {dtype}.") from None
+
+
+def ordered_key(x: Array) -> Array:
+    """Integer key with ``key(a) < key(b)`` iff ``a < b`` for finite floats.
+
+    The IEEE sign-magnitude bit pattern is reinterpreted as a signed integer and,
+    for negative values, the magnitude bits are flipped. ``-0.0`` is first mapped
+    to ``+0.0`` so that equal values have equal keys. The map is an involution on
+    the bits, so :func:`key_to_value` inverts it.
+    """
+    int_type, bits = _int_type(x.dtype)
+    b = lax.bitcast_convert_type(x + jnp.zeros((), x.dtype), int_type)
+    magnitude = jnp.array((1 << (bits - 1)) - 1, int_type)
+    return b ^ ((b >> (bits - 1)) & magnitude)
+
+
+def key_to_value(key: Array, dtype) -> Array:
+    """Inverse of :func:`ordered_key`."""
+    int_type, bits = _int_type(dtype)
+    key = key.astype(int_type)
+    magnitude = jnp.array((1 << (bits - 1)) - 1, int_type)
+    return lax.bitcast_convert_type(key ^ ((key >> (bits - 1)) & magnitude), dtype)
+
+
+def smallest_key_where(
+    keys: Array, predicate: Callable[[Array], Array], bits: int
+) -> Array:
+    """Smallest integer ``c`` in ``[min(keys), max(keys)]`` with ``predicate(c)``.
+
+    ``predicate`` must be monotone (False then True) and True at ``max(keys)``.
+    When it changes value only at data keys (counts and masses of ``keys <= c``
+    do), the result is a data key. Overflow-free midpoint: ``(lo & hi) +
+    ((lo ^ hi) >> 1)`` is the floor of the mean for any signed integers.
+    """
+    lo = jnp.min(keys) - 1  # predicate(lo) is False: nothing lies at or below it
+    hi = jnp.max(keys)
+
+    def halve(_, bracket):
+        lo, hi = bracket
+        mid = (lo & hi) + ((lo ^ hi) >> 1)
+        ok = predicate(mid)
+        return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
+
+    # Once hi - lo == 1 the midpoint is lo and the bracket stops moving.
+    _, hi = lax.fori_loop(0, bits + 1, halve, (lo, hi))
+    return hi
+
+
+def kth_smallest(x: Array, k: Array | int) -> Array:
+    """The ``k``-th smallest entry of a 1-D array (``k`` = 1 is the minimum).
+
+    ``k`` may be traced (dynamic), unlike ``lax.top_k``. Exact.
+    """
+    _, bits = _int_type(x.dtype)
+    keys = ordered_key(x)
+    k = jnp.asarray(k)
+    c = smallest_key_where(keys, lambda c: jnp.sum(keys <= c) >= k, bits)
+    return key_to_value(c, x.dtype)
+
+
+def kth_largest(x: Array, k: Array | int) -> Array:
+    """The ``k``-th largest entry of a 1-D array (``k`` = 1 is the maximum). Exact."""
+    return kth_smallest(x, x.shape[-1] + 1 - jnp.asarray(k))

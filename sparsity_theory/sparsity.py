@@ -1,0 +1,230 @@
+"""Sparse sets, tail masses and certified windows (Definition 3.2 and Section 4).
+
+Two different integers are called k in the paper and are kept apart here:
+
+* the *number of small entries* ``|S_eps(s)| = #{j : s_j <= eps}``; the paper
+  calls a softmax row "(k, eps)-sparse" when this count is at least k
+  (Definition 3.2): k counts SMALL entries;
+* the *window size* k of top-k attention (Definition 3.3) counts KEPT entries.
+
+Everything is computed from the logits ``u`` of a row, in log space: ``log s_j =
+u_j - logsumexp(u)``; tail masses are returned as ``log tau`` so that masses far
+below the smallest float (e.g. 1e-400) stay exact.
+
+Tail mass ``tau(k) = sum_{j not in T_k} s_j`` for a set of windows at once: one
+``lax.top_k`` with the largest window K gives the kept logits sorted; the mass
+outside the top K is one masked log-sum-exp over the row, and the masses for
+every smaller window follow from a reverse cumulative log-sum-exp over the K kept
+logits. No whole row is sorted and no ``1 - head`` is ever formed, so tiny tails
+keep full relative precision.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from sparsity_theory import _checks, selection
+from sparsity_theory.attention import _check_logits
+
+Array = jax.Array
+
+
+class WindowProfile(NamedTuple):
+    """Per-row quantities for every window k = 1..K (index k - 1).
+
+    ``log_tail[k-1] = log tau(k)``; ``log_head[k-1] = log(1 - tau(k))``;
+    ``log_tail_sq`` / ``log_head_sq``: log of the sum of ``s_j^2`` over dropped /
+    kept entries; ``log_first_dropped[k-1] = log s_(k+1)``, the largest dropped
+    entry (-inf when nothing is dropped).
+    """
+
+    log_normaliser: Array
+    top_logits: Array
+    top_indices: Array
+    outside: Array
+    log_tail: Array
+    log_head: Array
+    log_tail_sq: Array
+    log_head_sq: Array
+    log_first_dropped: Array
+
+
+def _reverse_cumulative_after(x: Array) -> Array:
+    """``out[i] = logsumexp(x[i+1:])`` (-inf for the last index)."""
+    rc = lax.cumlogsumexp(x, reverse=True)
+    return jnp.concatenate([rc[1:], jnp.full((1,), -jnp.inf, x.dtype)])
+
+
+def window_profile(u: Array, max_window: int) -> WindowProfile:
+    """Tail masses and related sums of one row of logits ``u`` (n,) for every
+    window 1..max_window, from one top-k and one masked pass (no sort).
+
+    Building block of :func:`log_tail_mass` and of
+    :func:`sparsity_theory.sparse_attention_errors`; works on one row (vmap it).
+    """
+    n = u.shape[-1]
+    lse = jax.nn.logsumexp(u)
+    top, idx = lax.top_k(u, max_window)
+    outside = jnp.ones((n,), bool).at[idx].set(False)
+    u_out = jnp.where(outside, u, -jnp.inf)
+    log_out = jax.nn.logsumexp(u_out)  # -inf when max_window == n
+    log_out_sq = jax.nn.logsumexp(2 * u_out)
+    log_tail = jnp.logaddexp(log_out, _reverse_cumulative_after(top)) - lse
+    log_tail_sq = jnp.logaddexp(log_out_sq, _reverse_cumulative_after(2 * top)) - 2 * lse
+    log_head = lax.cumlogsumexp(top) - lse
+    log_head_sq = lax.cumlogsumexp(2 * top) - 2 * lse
+    first_dropped = jnp.concatenate([top[1:], jnp.max(u_out, keepdims=True)]) - lse
+    return WindowProfile(
+        lse, top, idx, outside, log_tail, log_head, log_tail_sq, log_head_sq, first_dropped
+    )
+
+
+def _window_positions(windows: tuple[int, ...]) -> Array:
+    return jnp.asarray(windows, jnp.int32) - 1
+
+
+def _as_batch(logits) -> Array:
+    logits = jnp.asarray(logits)
+    if not jnp.issubdtype(logits.dtype, jnp.floating):
+        logits = logits.astype(jnp.result_type(float))
+    return logits
+
+
+@functools.partial(jax.jit, static_argnames="windows")
+def _log_tail_mass(logits: Array, windows: tuple[int, ...]) -> Array:
+    pos = _window_positions(windows)
+
+    def row(u):
+        return window_profile(u, max(windows)).log_tail[pos]
+
+    return jnp.vectorize(row, signature="(n)->(w)")(logits)
+
+
+def log_tail_mass(logits: Array, windows) -> Array:
+    """``log tau_i(k)`` for each window k in ``windows``: shape (..., len(windows)).
+
+    ``tau_i(k) = sum_{j not in T_k(i)} s_ij`` is the softmax mass that top-k
+    attention drops from row i (Definition 3.4); ``tau(n) = 0`` gives -inf.
+    """
+    _check_logits(logits)
+    windows = _checks.check_windows(windows, jnp.shape(logits)[-1])
+    return _log_tail_mass(_as_batch(logits), windows)
+
+
+def tail_mass(logits: Array, windows) -> Array:
+    """``tau_i(k)`` for each window k (see :func:`log_tail_mass`); underflows to 0
+    below the smallest float, where :func:`log_tail_mass` stays exact."""
+    return jnp.exp(log_tail_mass(logits, windows))
+
+
+def _eps_array(eps, dtype) -> Array:
+    _checks.check_eps(eps)
+    return jnp.asarray(eps, dtype)
+
+
+@jax.jit
+def _num_small(logits: Array, log_eps: Array) -> Array:
+    log_s = logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    below = log_s.reshape(log_s.shape + (1,) * log_eps.ndim) <= log_eps
+    return jnp.sum(below, axis=logits.ndim - 1)
+
+
+def num_small_entries(logits: Array, eps) -> Array:
+    """``|S_eps(s_i)| = #{j : s_ij <= eps}`` (Definition 3.2), per row.
+
+    ``eps`` is a scalar or an array of thresholds in (0, 1]; the result has shape
+    ``logits.shape[:-1] + eps.shape``. The row is "(k, eps)-sparse" in the paper's
+    sense when this count is at least k.
+    """
+    _check_logits(logits)
+    logits = _as_batch(logits)
+    return _num_small(logits, jnp.log(_eps_array(eps, logits.dtype)))
+
+
+def num_effective_entries(logits: Array, eps) -> Array:
+    """``E_i(eps) = #{j : s_ij > eps} = n - |S_eps(s_i)|`` (Section 5, Figure 1)."""
+    n = jnp.shape(logits)[-1]
+    return n - num_small_entries(logits, eps)
+
+
+@jax.jit
+def _log_kth_smallest(logits: Array, k: Array) -> Array:
+    def row(u, k):
+        return selection.kth_smallest(u, k) - jax.nn.logsumexp(u)
+
+    return jnp.vectorize(row, signature="(n),()->()")(logits, k)
+
+
+def log_kth_smallest_entry(logits: Array, k) -> Array:
+    """``log`` of the k-th smallest softmax entry of each row (k = 1: the minimum).
+
+    Theorem 4.3 guarantees at least k entries <= eps_k; that holds iff this
+    k-th smallest entry is <= eps_k. ``k`` may be an array broadcast against the
+    rows. Exact (bisection over the ordered float keys, no sort).
+    """
+    _check_logits(logits)
+    n = jnp.shape(logits)[-1]
+    if _checks.is_concrete(k):
+        ks = np.asarray(k)
+        if not np.issubdtype(ks.dtype, np.integer) or np.any(ks < 1) or np.any(ks > n):
+            raise ValueError(f"k must be integers in [1, n] = [1, {n}], got {k!r}.")
+    return _log_kth_smallest(_as_batch(logits), jnp.asarray(k))
+
+
+# Relative slack, in units of the float's epsilon, for the tie split at the
+# threshold: (G - eps) / p is a ratio of rounded masses, so an exact integer can
+# come out a few ulps above itself.
+_ULPS = 16.0
+
+
+def _certified_window_row(u: Array, log_eps: Array) -> Array:
+    n = u.shape[-1]
+    _, bits = selection._int_type(u.dtype)
+    lse = jax.nn.logsumexp(u)
+    keys = selection.ordered_key(u)
+
+    # s_j / eps, computed once: each bisection pass is then a masked sum, not an
+    # exp. Entries that underflow are negligible against the threshold 1, and an
+    # overflow to inf still answers "mass > eps" correctly.
+    relative = jnp.exp(u - lse - log_eps)
+
+    # t* = smallest value whose mass at-or-below exceeds eps: every entry above
+    # t* must be kept; of the entries tied at t*, as many as bring the tail to eps.
+    c = selection.smallest_key_where(
+        keys, lambda c: jnp.sum(jnp.where(keys <= c, relative, 0.0)) > 1.0, bits
+    )
+    above = jnp.sum(keys > c)
+    tied = jnp.sum(keys == c)
+    log_g = jax.nn.logsumexp(jnp.where(keys <= c, u, -jnp.inf)) - lse
+    log_p = selection.key_to_value(c, u.dtype) - lse
+    excess = jnp.exp(log_g - log_p) - jnp.exp(log_eps - log_p)
+    excess = excess * (1 - _ULPS * jnp.finfo(u.dtype).eps)
+    from_tie = jnp.minimum(tied.astype(u.dtype), jnp.maximum(jnp.ceil(excess), 0))
+    return jnp.clip(above + from_tie.astype(above.dtype), 1, n)
+
+
+@jax.jit
+def _certified_window(logits: Array, log_eps: Array) -> Array:
+    row = jnp.vectorize(_certified_window_row, signature="(n),()->()")
+    expanded = logits[(Ellipsis,) + (None,) * log_eps.ndim + (slice(None),)]
+    return row(expanded, log_eps)
+
+
+def certified_window(logits: Array, eps) -> Array:
+    """Smallest window k in [1, n] whose tail mass ``tau(k) <= eps``, per row.
+
+    The per-row oracle window: top-k attention with this k drops at most eps of
+    the softmax mass. ``eps`` is a scalar or array; the result has shape
+    ``logits.shape[:-1] + eps.shape``. Exact up to rounding of the masses at the
+    boundary ``tau(k) = eps``; found by bisection on the value threshold, not by
+    sorting the row.
+    """
+    _check_logits(logits)
+    logits = _as_batch(logits)
+    return _certified_window(logits, jnp.log(_eps_array(eps, logits.dtype)))

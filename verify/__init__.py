@@ -1,0 +1,1 @@
+"""Verification suites and the ``sparsity-verify`` command."""

@@ -1,0 +1,67 @@
+"""The ``sparsity-verify`` command: ``list``, ``run``, ``report``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+PRESETS = ("quick", "paper", "large")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sparsity-verify",
+        description="Check the theorems of 'Your Attention is Naturally n^C-Sparse' at scale.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the suites and the claims they check")
+    run = sub.add_parser("run", help="run suites and write a report")
+    run.add_argument("suites", nargs="*", help="suites to run (default: all)")
+    run.add_argument("--preset", choices=PRESETS, default="quick")
+    run.add_argument("--seeds", type=int, default=None, help="override the preset's seed count")
+    run.add_argument("--out", default="results/quick", help="output directory (resumable)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rep = sub.add_parser("report", help="print the verdict table of a finished run")
+    rep.add_argument("dir")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from verify import runner  # imported late: it loads JAX
+
+    if args.command == "list":
+        for name, suite in runner.SUITES.items():
+            print(f"{name}: {suite.__doc__.strip().splitlines()[0]}")
+            for claim, text in suite.CLAIMS.items():
+                print(f"  {claim}: {text}")
+        return 0
+    if args.command == "run":
+        if args.seeds is not None and args.seeds < 1:
+            print("--seeds must be >= 1", file=sys.stderr)
+            return 2
+        suites = args.suites or list(runner.SUITES)
+        try:
+            results = runner.run(suites, args.preset, args.seeds, args.out, not args.no_progress)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(runner.verdict_table(results["verdicts"]))
+        print(f"\nwrote {os.path.join(args.out, 'results.json')} and report.md")
+        return 1 if any(v["verdict"] != "HOLDS" for v in results["verdicts"]) else 0
+    if args.command == "report":
+        path = os.path.join(args.dir, "results.json")
+        if not os.path.exists(path):
+            print(f"error: no results.json in {args.dir}", file=sys.stderr)
+            return 2
+        with open(path) as f:
+            results = json.load(f)
+        print(runner.verdict_table(results["verdicts"]))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Suite ``identities``: the exact facts D3-D6 on sampled attention, at scale.
+
+These hold for every finite input, so a single violation beyond rounding is a
+defect (of the library or of the statement). Each check records how many (row,
+window) pairs it saw, how many broke the inequality by more than a relative
+1e-9, and how loose the inequality was: the ratio quantity/bound for upper
+bounds and bound/quantity for lower bounds (<= 1 when it holds), as median and
+worst over the cell.
+
+Two cross-checks of the implementation ride along: the factorised output error
+against the dense ``||Att_i - Att_k,i||`` (where tau is large enough for the dense
+difference to be meaningful), and blocked against unblocked evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.spatial.distance import pdist
+
+import sparsity_theory as st
+
+NAME = "identities"
+
+CLAIMS = {
+    "D3": "||(s - s^)^T V||_2 <= tau * diam(rows of V)",
+    "D4": "tau(k) <= 1 - k/n and tau non-increasing in k",
+    "D5-lower": "(n-k)/(n-k+k r) <= tau(k), r = exp(max u - min u)",
+    "D5-upper": "tau(k) <= (n-k) r / (k + (n-k) r)",
+    "D6-lower": "tau^2 n / (k (n-k)) <= ||s - s^||_2^2",
+    "D6-upper": "||s - s^||_2^2 <= (r/n)^2 (n-k) (1 + (n-k) r^2 / k)",
+    "dense-agreement": "factorised output error = dense ||(s - s^)^T V|| where tau > 1e-6 (rel. 1e-8)",
+    "block-agreement": "blocked evaluation = unblocked (integers exactly, logs to 1e-12)",
+}
+
+PRESETS = {
+    "quick": {"lengths": (64, 256, 1024), "seeds": 8, "d": 16, "dense_max_n": 256},
+    "paper": {"lengths": (256, 1024, 4096), "seeds": 64, "d": 64, "dense_max_n": 1024},
+    "large": {"lengths": (1024, 4096, 16384), "seeds": 32, "d": 64, "dense_max_n": 1024},
+}
+
+MODELS = {
+    "gaussian": st.Gaussian(1.0),
+    "gaussian-shifted": st.Gaussian(1.0, mean=0.5),
+    "uniform": st.Uniform(1.0),
+    "rademacher": st.Rademacher(1.0),
+}
+
+TOLERANCE = 1e-9  # relative slack for rounding in an exact inequality
+
+
+def cells(preset: str, seeds: int | None = None) -> list[dict]:
+    p = PRESETS[preset]
+    return [
+        {
+            "suite": NAME, "model": model, "mode": mode, "n": n, "d": p["d"],
+            "seeds": seeds or p["seeds"], "seed_base": 1000 * i,
+            "dense": n <= p["dense_max_n"],
+        }
+        for i, (model, mode, n) in enumerate(
+            (m, mode, n) for m in MODELS for mode in st.MODES for n in p["lengths"]
+        )
+    ]
+
+
+def cell_id(cell: dict) -> str:
+    return f"{cell['model']}-{cell['mode']}-n{cell['n']}-d{cell['d']}-s{cell['seeds']}"
+
+
+def _windows(n: int) -> tuple[int, ...]:
+    # Powers of two below n: at k = n every error is exactly 0 (D4), and that
+    # window would make the top-k a full sort of every row.
+    return tuple(2**j for j in range(int(math.log2(n)) + 1) if 2**j < n) or (1,)
+
+
+def _sample(key, n, d, model, mode):
+    kin, kw = jax.random.split(key)
+    inputs = st.sample_inputs(kin, n, d, model, mode)
+    weights = st.gaussian_weights(kw, d)
+    return st.project(inputs, weights)
+
+
+def _log_ratio_summary(log_ratio: np.ndarray) -> dict:
+    finite = log_ratio[np.isfinite(log_ratio)]
+    return {
+        "checked": int(log_ratio.size),
+        "violations": int(np.sum(log_ratio > TOLERANCE)),
+        "median_ratio": float(np.exp(np.median(finite))) if finite.size else None,
+        "worst_ratio": float(np.exp(np.max(finite))) if finite.size else None,
+    }
+
+
+def run_cell(cell: dict) -> dict[str, Any]:
+    with np.errstate(invalid="ignore"):  # -inf - -inf at exact zeros; filtered below
+        return _run_cell(cell)
+
+
+def _run_cell(cell: dict) -> dict[str, Any]:
+    n, d = cell["n"], cell["d"]
+    model = MODELS[cell["model"]]
+    windows = _windows(n)
+    keys = jax.random.split(jax.random.PRNGKey(cell["seed_base"]), cell["seeds"])
+    q, k, v = jax.vmap(lambda key: _sample(key, n, d, model, cell["mode"]))(keys)
+    scale = 1.0 / math.sqrt(d)
+    evaluate = jax.vmap(
+        lambda q, k, v: st.evaluate_rows(q, k, v, windows=windows, eps=(1e-3,), scale=scale,
+                                         block_size=64)
+    )
+    stats = evaluate(q, k, v)
+    w = np.asarray(windows, float)[None, None, :]
+    log_tau = np.asarray(stats.log_tail_mass)
+    log_r = np.asarray(stats.max_logit - stats.min_logit)[..., None]
+    keep = w < n  # the bounds are stated for k < n (both sides are 0 at k = n)
+    log_nk = np.log(np.maximum(n - w, 1))
+    results = {}
+
+    diam = np.array([pdist(np.asarray(vi)).max() if n > 1 else 0.0 for vi in v])
+    ratio = np.asarray(stats.log_output_error) - (log_tau + np.log(diam)[:, None, None])
+    results["D3"] = _log_ratio_summary(ratio[np.broadcast_to(keep, ratio.shape) & np.isfinite(log_tau)])
+
+    bound = np.where(keep, np.log(np.maximum(1 - w / n, 1e-300)), 0.0)
+    results["D4"] = _log_ratio_summary((log_tau - bound)[np.broadcast_to(keep, log_tau.shape)])
+    increases = np.diff(np.where(np.isfinite(log_tau), log_tau, -np.inf), axis=-1) > TOLERANCE
+    results["D4"]["violations"] += int(np.sum(increases))  # tau must not grow with k
+
+    lower = log_nk - np.logaddexp(log_nk, np.log(w) + log_r)
+    results["D5-lower"] = _log_ratio_summary((lower - log_tau)[np.broadcast_to(keep, log_tau.shape)])
+    upper = log_nk + log_r - np.logaddexp(np.log(w), log_nk + log_r)
+    results["D5-upper"] = _log_ratio_summary((log_tau - upper)[np.broadcast_to(keep, log_tau.shape)])
+
+    log_l2sq = 2 * np.asarray(stats.log_l2_error)
+    lower6 = 2 * log_tau + math.log(n) - np.log(w) - log_nk
+    results["D6-lower"] = _log_ratio_summary((lower6 - log_l2sq)[np.broadcast_to(keep, log_tau.shape) & np.isfinite(log_tau)])
+    upper6 = 2 * (log_r - math.log(n)) + log_nk + np.logaddexp(0.0, log_nk + 2 * log_r - np.log(w))
+    results["D6-upper"] = _log_ratio_summary((log_l2sq - upper6)[np.broadcast_to(keep, log_tau.shape)])
+
+    if cell["dense"]:
+        results["dense-agreement"] = _dense_agreement(
+            np.asarray(q), np.asarray(k), np.asarray(v), scale, windows,
+            log_tau, np.asarray(stats.log_output_error),
+        )
+
+    one_block = jax.vmap(
+        lambda q, k, v: st.evaluate_rows(q, k, v, windows=windows, eps=(1e-3,), scale=scale,
+                                         block_size=n)
+    )(q[:2], k[:2], v[:2])
+    blocked = jax.tree_util.tree_map(lambda a: a[:2], stats)
+    worst = 0.0
+    mismatched_integers = 0
+    for a, b in zip(blocked, one_block):
+        a, b = np.asarray(a), np.asarray(b)
+        if np.issubdtype(a.dtype, np.integer):
+            mismatched_integers += int(np.sum(a != b))
+        else:
+            fin = np.isfinite(a) & np.isfinite(b)
+            diff = np.abs(a[fin] - b[fin]) / np.maximum(1, np.abs(a[fin]))
+            worst = max(worst, float(np.max(diff, initial=0)))
+            mismatched_integers += int(np.sum(np.isfinite(a) != np.isfinite(b)))
+    results["block-agreement"] = {
+        "checked": int(2 * n), "violations": int(mismatched_integers > 0 or worst > 1e-12),
+        "median_ratio": None, "worst_ratio": None, "worst_relative_difference": worst,
+    }
+    return results
+
+
+def _dense_agreement(q, k, v, scale, windows, log_tau, log_output_error) -> dict:
+    """Independent NumPy reference: materialise S, argsort, renormalise, subtract."""
+    worst, count = 0.0, 0
+    for b in range(q.shape[0]):
+        u = scale * q[b] @ k[b].T
+        s = np.exp(u - u.max(axis=1, keepdims=True))
+        s /= s.sum(axis=1, keepdims=True)
+        order = np.argsort(-u, axis=1, kind="stable")
+        exact = s @ v[b]
+        for j, win in enumerate(windows):
+            kept = np.zeros_like(s)
+            np.put_along_axis(kept, order[:, :win], np.take_along_axis(s, order[:, :win], 1), 1)
+            kept /= kept.sum(axis=1, keepdims=True)
+            dense = np.linalg.norm(exact - kept @ v[b], axis=1)
+            sel = log_tau[b, :, j] > math.log(1e-6)
+            fact = np.exp(log_output_error[b, sel, j])
+            rel = np.abs(dense[sel] - fact) / np.maximum(fact, 1e-300)
+            count += int(sel.sum())
+            worst = max(worst, float(rel.max(initial=0.0)))
+    return {"checked": count, "violations": int(worst > 1e-8), "median_ratio": None,
+            "worst_ratio": None, "worst_relative_difference": worst}
+
+
+def summarise(cell_results: list[tuple[dict, dict]]) -> list[dict]:
+    """One verdict per claim over all cells: HOLDS when no cell broke it."""
+    rows = []
+    for claim, statement in CLAIMS.items():
+        parts = [r[claim] for _, r in cell_results if claim in r]
+        if not parts:
+            continue
+        worst = [p["worst_ratio"] for p in parts if p.get("worst_ratio") is not None]
+        medians = [p["median_ratio"] for p in parts if p.get("median_ratio") is not None]
+        violations = sum(p["violations"] for p in parts)
+        rows.append({
+            "suite": NAME, "claim": claim, "statement": statement,
+            "checked": sum(p["checked"] for p in parts), "violations": violations,
+            "verdict": "HOLDS" if violations == 0 else "VIOLATED",
+            "median_of_cell_medians": float(np.median(medians)) if medians else None,
+            "worst_ratio": max(worst) if worst else None,
+            "worst_relative_difference": max(
+                (p["worst_relative_difference"] for p in parts if "worst_relative_difference" in p),
+                default=None,
+            ),
+        })
+    return rows

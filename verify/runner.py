@@ -1,0 +1,131 @@
+"""Run suites over their cells, resumably, and write results.json and report.md.
+
+Each finished cell is written at once to ``DIR/cells/<suite>/<cell id>.json``; a
+run re-started with the same DIR (and the same preset and seeds) loads those and
+computes only the missing cells, so a sweep survives a crash half-way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from types import ModuleType
+
+from verify import identities
+from verify.provenance import provenance
+
+SUITES: dict[str, ModuleType] = {identities.NAME: identities}
+
+
+def _write_json(path: str, data) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)  # atomic: a crash never leaves half a file
+
+
+def _progress(done: int, total: int, label: str, started: float) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    elapsed = time.time() - started
+    eta = elapsed / done * (total - done) if done else float("nan")
+    sys.stderr.write(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+        f"{elapsed:6.1f}s eta {eta:6.1f}s {label[:40]:<40}"
+    )
+    sys.stderr.flush()
+
+
+def run(suite_names, preset: str, seeds: int | None, out_dir: str, progress: bool = True) -> dict:
+    unknown = [s for s in suite_names if s not in SUITES]
+    if unknown:
+        raise ValueError(f"unknown suite(s) {unknown}; known: {sorted(SUITES)}")
+    os.makedirs(out_dir, exist_ok=True)
+    plan = [(SUITES[s], c) for s in suite_names for c in SUITES[s].cells(preset, seeds)]
+    started = time.time()
+    per_suite: dict[str, list] = {s: [] for s in suite_names}
+    reused = 0
+    for i, (suite, cell) in enumerate(plan):
+        cid = suite.cell_id(cell)
+        path = os.path.join(out_dir, "cells", suite.NAME, cid + ".json")
+        if os.path.exists(path):
+            with open(path) as f:
+                saved = json.load(f)
+            if saved["cell"] == cell:
+                per_suite[suite.NAME].append((cell, saved["result"]))
+                reused += 1
+                continue
+        if progress:
+            _progress(i, len(plan), cid, started)
+        t0 = time.time()
+        result = suite.run_cell(cell)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _write_json(path, {"cell": cell, "result": result, "seconds": time.time() - t0})
+        per_suite[suite.NAME].append((cell, result))
+    if progress:
+        _progress(len(plan), len(plan), "done", started)
+        sys.stderr.write("\n")
+    verdicts = [row for s in suite_names for row in SUITES[s].summarise(per_suite[s])]
+    results = {
+        "preset": preset,
+        "seeds_override": seeds,
+        "suites": list(suite_names),
+        "provenance": provenance(),
+        "cells": {s: [{"cell": c, "result": r} for c, r in per_suite[s]] for s in suite_names},
+        "verdicts": verdicts,
+        "cells_reused": reused,
+        "seconds": time.time() - started,
+    }
+    _write_json(os.path.join(out_dir, "results.json"), results)
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(markdown_report(results))
+    return results
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.3g}"
+    return str(x)
+
+
+def verdict_table(verdicts: list[dict]) -> str:
+    head = "| suite | claim | verdict | violations / checked | median ratio | worst ratio | worst rel. diff |"
+    lines = [head, "|" + "---|" * 7]
+    for v in verdicts:
+        lines.append(
+            f"| {v['suite']} | {v['claim']} | **{v['verdict']}** | "
+            f"{v['violations']} / {v['checked']} | {_fmt(v['median_of_cell_medians'])} | "
+            f"{_fmt(v['worst_ratio'])} | {_fmt(v.get('worst_relative_difference'))} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown_report(results: dict) -> str:
+    prov = results["provenance"]
+    claims = "\n".join(
+        f"- `{c}`: {text}" for s in results["suites"] for c, text in SUITES[s].CLAIMS.items()
+    )
+    return f"""# sparsity-verify report
+
+- preset: `{results['preset']}`; suites: {', '.join(results['suites'])}
+- git commit: `{prov['git_commit']}`; time (UTC): {prov['time_utc']}
+- device: {prov['device']['backend']} ({prov['device']['kind']}, {prov['device']['count']} device(s)), host cpus {prov['device']['cpu_count']}
+- versions: {', '.join(f'{k} {v}' for k, v in prov['versions'].items())}
+- wall time: {results['seconds']:.1f} s ({results['cells_reused']} cells reused from an earlier run)
+
+## Verdicts
+
+Ratio = quantity / bound for upper bounds and bound / quantity for lower bounds:
+at most 1 when the inequality holds; the median is the median over cells of each
+cell's median. A violation is a ratio above 1 + 1e-9.
+
+{verdict_table(results['verdicts'])}
+
+## Claims
+
+{claims}
+"""
