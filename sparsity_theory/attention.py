@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from sparsity_theory import _checks
+from sparsity_theory.selection import canonical_zero
 
 Array = jax.Array
 
@@ -90,7 +91,7 @@ def exact_attention(queries: Array, keys: Array, values: Array, scale: float = 1
 
 def _top_k_mask_row(u: Array, k: int) -> Array:
     # A scatter of the k indices: O(n) memory, not the O(k n) of comparing index lists.
-    return jnp.zeros(u.shape, bool).at[lax.top_k(u, k)[1]].set(True)
+    return jnp.zeros(u.shape, bool).at[lax.top_k(canonical_zero(u), k)[1]].set(True)
 
 
 @functools.partial(jax.jit, static_argnames="k")
@@ -105,7 +106,7 @@ def top_k_indices(logits: Array, k: int) -> Array:
     """
     _check_logits(logits)
     k = _checks.check_window(k, jnp.shape(logits)[-1])
-    return lax.top_k(jnp.asarray(logits), k)[1]
+    return lax.top_k(canonical_zero(jnp.asarray(logits)), k)[1]
 
 
 def top_k_mask(logits: Array, k: int) -> Array:

@@ -48,7 +48,7 @@ class SparseAttentionErrors(NamedTuple):
 
 
 def _merge_means(a, b):
-    """Merge two (log weight, weighted mean) summaries; commutative and associative."""
+    """Merge two (log weight, weighted mean) summaries of disjoint sets of rows."""
     la, ma = a
     lb, mb = b
     lab = jnp.logaddexp(la, lb)
@@ -74,12 +74,24 @@ def _log_output_error(u: Array, values: Array, prof: WindowProfile) -> Array:
     ref = jnp.where(log_out == -jnp.inf, 0.0, jnp.max(u_out))
     w_out = jnp.where(prof.outside, jnp.exp(u_out - ref), 0.0)
     mu_out = (w_out @ values) / jnp.where(log_out == -jnp.inf, 1.0, jnp.sum(w_out))
-    logs = jnp.concatenate([prof.top_logits, log_out[None]])
-    means = jnp.concatenate([top_values, mu_out[None, :]], axis=0)
-    _, mu_suffix = lax.associative_scan(_merge_means, (logs, means), reverse=True)
-    mu_tail = mu_suffix[1:]  # window k drops top entries k.. (0-based) and the outside
-    gap = jnp.linalg.norm(mu_tail - mu_head, axis=-1)
-    return prof.log_tail + jnp.log(gap)
+    def step(acc, item):
+        acc = _merge_means(acc, item)
+        return acc, acc[1]
+
+    # Reverse scan over kept logits k-1..1 (0-based) starting from the outside
+    # summary: after item i the carry is the mean over top entries i.. and the outside.
+    _, mu_from = lax.scan(step, (log_out, mu_out), (prof.top_logits[1:], top_values[1:]),
+                          reverse=True)
+    mu_tail = jnp.concatenate([mu_from, mu_out[None, :]], axis=0)  # window k drops k..
+    return prof.log_tail + log_norm(mu_tail - mu_head)
+
+
+def log_norm(x: Array) -> Array:
+    """``log ||x||_2`` over the last axis, scaled by the largest entry so that
+    vectors below 1e-154 (whose squares underflow) keep their norm."""
+    big = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
+    safe = jnp.where(big > 0, big, 1.0)
+    return jnp.log(big[..., 0]) + 0.5 * jnp.log(jnp.sum((x / safe) ** 2, axis=-1))
 
 
 def _row_errors(u: Array, values: Optional[Array], windows: tuple[int, ...]):

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from sparsity_theory import _checks
 from sparsity_theory.attention import _check_qkv, _scores
 from sparsity_theory.errors import _row_errors
-from sparsity_theory.sparsity import _certified_window_row
+from sparsity_theory.sparsity import _certified_window_row, log_eps_array
 
 Array = jax.Array
 
@@ -124,6 +124,6 @@ def evaluate_rows(
         values = jnp.asarray(values, dtype)
     return _evaluate(
         queries.astype(dtype), jnp.asarray(keys, dtype), values,
-        jnp.log(jnp.asarray(eps, dtype)), jnp.asarray(scale, dtype),
+        log_eps_array(eps, dtype), jnp.asarray(scale, dtype),
         windows, min(block_size, max(1, jnp.shape(queries)[0])),
     )

@@ -39,14 +39,28 @@ def ordered_key(x: Array) -> Array:
     """Integer key with ``key(a) < key(b)`` iff ``a < b`` for finite floats.
 
     The IEEE sign-magnitude bit pattern is reinterpreted as a signed integer and,
-    for negative values, the magnitude bits are flipped. ``-0.0`` is first mapped
-    to ``+0.0`` so that equal values have equal keys. The map is an involution on
-    the bits, so :func:`key_to_value` inverts it.
+    for negative values, the magnitude bits are flipped. ``-0.0`` gets the key
+    of ``+0.0`` so that equal values have equal keys. Only integer operations
+    are used: float arithmetic on XLA's CPU backend flushes subnormals to zero.
+    The map is an involution on the bits, so :func:`key_to_value` inverts it.
     """
     int_type, bits = _int_type(x.dtype)
-    b = lax.bitcast_convert_type(x + jnp.zeros((), x.dtype), int_type)
+    b = lax.bitcast_convert_type(x, int_type)
     magnitude = jnp.array((1 << (bits - 1)) - 1, int_type)
-    return b ^ ((b >> (bits - 1)) & magnitude)
+    key = b ^ ((b >> (bits - 1)) & magnitude)
+    return jnp.where(key == -1, jnp.zeros((), int_type), key)  # -1 is the key of -0.0
+
+
+def canonical_zero(x: Array) -> Array:
+    """``x`` with ``-0.0`` replaced by ``+0.0``, bit-exactly otherwise.
+
+    ``lax.top_k`` orders ``-0.0`` below ``+0.0``; after this, equal values are
+    ties and go to the lower index. Integer operations only (see ordered_key).
+    """
+    int_type, bits = _int_type(x.dtype)
+    b = lax.bitcast_convert_type(x, int_type)
+    negative_zero = jnp.array(-(1 << (bits - 1)), int_type)
+    return lax.bitcast_convert_type(jnp.where(b == negative_zero, jnp.zeros((), int_type), b), x.dtype)
 
 
 def key_to_value(key: Array, dtype) -> Array:
