@@ -157,7 +157,21 @@ def log_eps_array(eps, dtype) -> Array:
     _checks.check_eps(eps)
     if _checks.is_concrete(eps):
         return jnp.asarray(np.log(np.asarray(eps, np.float64)), dtype)
-    return jnp.log(jnp.asarray(eps, dtype))
+    return log_positive(jnp.asarray(eps, dtype))
+
+
+def log_positive(x: Array) -> Array:
+    """``log x`` for positive floats, subnormals included.
+
+    XLA's CPU backend treats subnormal inputs as zero (log = -inf). A subnormal's
+    bits, read as an integer m, give ``x = m * 2^(min_exponent - mantissa_bits)``
+    exactly, so its log is ``log m + (min_exponent - mantissa_bits) log 2``.
+    """
+    info = jnp.finfo(x.dtype)
+    int_type, _ = selection._int_type(x.dtype)
+    m = lax.bitcast_convert_type(x, int_type).astype(x.dtype)  # subnormal: bits = m
+    log_sub = jnp.log(m) + (info.minexp - info.nmant) * np.log(2.0)
+    return jnp.where(x < info.smallest_normal, log_sub, jnp.log(x))
 
 
 @jax.jit
