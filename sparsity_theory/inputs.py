@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple, Optional, Union
+from typing import ClassVar, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -32,11 +32,34 @@ DType = Union[type, jnp.dtype, str]
 MODES = ("self", "cross")
 
 
+class _EntryModel:
+    """Shared validation: a positive spread parameter (named by ``_spread``) and
+    a finite mean. Subclasses are frozen dataclasses."""
+
+    _spread: ClassVar[str]
+    _spread_label: ClassVar[str]
+
+    def __post_init__(self):
+        spread = _checks.check_positive(getattr(self, self._spread), self._spread_label)
+        object.__setattr__(self, self._spread, spread)
+        object.__setattr__(self, "mean", _checks.check_finite_scalar(self.mean, "mean"))
+
+    @property
+    def variance(self) -> float:
+        """Variance of an entry."""
+        raise NotImplementedError
+
+    @property
+    def variance_proxy(self) -> float:
+        """Sub-Gaussian variance proxy nu^2 of a centred entry."""
+        return self.variance
+
+
 @dataclasses.dataclass(frozen=True)
-class Uniform:
+class Uniform(_EntryModel):
     """Entries ``m + U``, ``U ~ Uniform[-radius, radius]``.
 
-    Variance proxy ``radius^2 / 3``: Uniform is strictly sub-Gaussian, since
+    Variance proxy ``radius^2 / 3`` (= the variance): Uniform is strictly sub-Gaussian, since
     ``E exp(tU) = sinh(t R)/(t R) = sum_j (tR)^{2j}/(2j+1)! <= sum_j (t^2R^2/6)^j/j!``
     because ``(2j+1)! >= 6^j j!``. Hoeffding's proxy ``radius^2`` is also valid
     but looser by a factor 3.
@@ -45,13 +68,8 @@ class Uniform:
     radius: float = 1.0
     mean: float = 0.0
 
-    def __post_init__(self):
-        object.__setattr__(self, "radius", _checks.check_positive(self.radius, "radius (R)"))
-        object.__setattr__(self, "mean", _checks.check_finite_scalar(self.mean, "mean"))
-
-    @property
-    def variance_proxy(self) -> float:
-        return self.radius**2 / 3.0
+    _spread = "radius"
+    _spread_label = "radius (R)"
 
     @property
     def variance(self) -> float:
@@ -67,22 +85,17 @@ class Uniform:
 
 
 @dataclasses.dataclass(frozen=True)
-class Rademacher:
+class Rademacher(_EntryModel):
     """Entries ``m + radius * xi``, ``xi = +-1`` with probability 1/2 each.
 
-    Variance proxy ``radius^2``: ``cosh(tR) <= exp(t^2 R^2 / 2)``.
+    Variance proxy ``radius^2`` (= the variance): ``cosh(tR) <= exp(t^2 R^2 / 2)``.
     """
 
     radius: float = 1.0
     mean: float = 0.0
 
-    def __post_init__(self):
-        object.__setattr__(self, "radius", _checks.check_positive(self.radius, "radius (R)"))
-        object.__setattr__(self, "mean", _checks.check_finite_scalar(self.mean, "mean"))
-
-    @property
-    def variance_proxy(self) -> float:
-        return self.radius**2
+    _spread = "radius"
+    _spread_label = "radius (R)"
 
     @property
     def variance(self) -> float:
@@ -98,19 +111,14 @@ class Rademacher:
 
 
 @dataclasses.dataclass(frozen=True)
-class Gaussian:
+class Gaussian(_EntryModel):
     """Entries ``N(mean, std^2)``: the paper's v1 setting. Unbounded (R = None)."""
 
     std: float = 1.0
     mean: float = 0.0
 
-    def __post_init__(self):
-        object.__setattr__(self, "std", _checks.check_positive(self.std, "std (sigma)"))
-        object.__setattr__(self, "mean", _checks.check_finite_scalar(self.mean, "mean"))
-
-    @property
-    def variance_proxy(self) -> float:
-        return self.std**2
+    _spread = "std"
+    _spread_label = "std (sigma)"
 
     @property
     def variance(self) -> float:

@@ -157,7 +157,8 @@ def log_eps_array(eps, dtype) -> Array:
     _checks.check_eps(eps)
     if _checks.is_concrete(eps):
         return jnp.asarray(np.log(np.asarray(eps, np.float64)), dtype)
-    return log_positive(jnp.asarray(eps, dtype))
+    # Traced: the log in float64 first, so eps below the float32 range survives.
+    return log_positive(jnp.asarray(eps, jnp.float64)).astype(dtype)
 
 
 def log_positive(x: Array) -> Array:
