@@ -47,52 +47,33 @@ class SparseAttentionErrors(NamedTuple):
     log_output: Optional[Array]
 
 
-def _merge_means(a, b):
-    """Merge two (log weight, weighted mean) summaries of disjoint sets of rows.
-
-    The mean is formed as a convex combination normalised by its own weights, so
-    it stays exact when the log weights are large (|log w| ~ 1e4 carries an
-    absolute rounding of ~1e-12, which unnormalised weights would turn into a
-    relative error of the mean).
-    """
-    la, ma = a
-    lb, mb = b
-    top = jnp.maximum(la, lb)
-    empty = top == -jnp.inf
-    ref = jnp.where(empty, 0.0, top)
-    wa = jnp.where(empty, 0.0, jnp.exp(la - ref))
-    wb = jnp.where(empty, 0.0, jnp.exp(lb - ref))
-    total = wa + wb  # in [1, 2] unless both are empty
-    safe = jnp.where(empty, 1.0, total)
-    mean = (wa[..., None] * ma + wb[..., None] * mb) / safe[..., None]
-    return jnp.where(empty, -jnp.inf, ref + jnp.log(safe)), mean
-
-
-def _log_output_error(u: Array, values: Array, prof: WindowProfile) -> Array:
-    """``log(tau(k) ||mu_tail(k) - mu_head(k)||_2)`` for k = 1..K."""
+def _log_output_error(u: Array, values: Array, prof: WindowProfile, windows: tuple[int, ...]) -> Array:
+    """``log(tau(k) ||mu_tail(k) - mu_head(k)||_2)`` for each k in ``windows``."""
     top_values = values[prof.top_indices]  # (K, d_v)
+    num_top = prof.top_logits.shape[0]
+    k = jnp.asarray(windows, jnp.int32)
     # Kept means: weights relative to the largest logit lie in (0, 1] and their
     # sum is >= 1, so a plain cumulative sum is accurate.
     w = jnp.exp(prof.top_logits - prof.top_logits[0])
-    mu_head = jnp.cumsum(w[:, None] * top_values, axis=0) / jnp.cumsum(w)[:, None]
-    # Dropped means: the entries outside the top K summarised once, then merged
-    # with the kept logits from the right in log-weight form, so that a tail of
-    # mass 1e-300 has a mean as accurate as a tail of mass 0.5.
+    mu_head = (jnp.cumsum(w[:, None] * top_values, axis=0) / jnp.cumsum(w)[:, None])[k - 1]
+    # Everything outside the top K, summarised once relative to its own maximum.
     u_out = jnp.where(prof.outside, u, -jnp.inf)
     log_out = jax.nn.logsumexp(u_out)
-    ref = jnp.where(log_out == -jnp.inf, 0.0, jnp.max(u_out))
-    w_out = jnp.where(prof.outside, jnp.exp(u_out - ref), 0.0)
+    max_out = jnp.max(u_out)
+    w_out = jnp.where(prof.outside, jnp.exp(u_out - jnp.where(log_out == -jnp.inf, 0.0, max_out)), 0.0)
     mu_out = (w_out @ values) / jnp.where(log_out == -jnp.inf, 1.0, jnp.sum(w_out))
-    def step(acc, item):
-        acc = _merge_means(acc, item)
-        return acc, acc[1]
-
-    # Reverse scan over kept logits k-1..1 (0-based) starting from the outside
-    # summary: after item i the carry is the mean over top entries i.. and the outside.
-    _, mu_from = lax.scan(step, (log_out, mu_out), (prof.top_logits[1:], top_values[1:]),
-                          reverse=True)
-    mu_tail = jnp.concatenate([mu_from, mu_out[None, :]], axis=0)  # window k drops k..
-    return prof.log_tail + log_norm(mu_tail - mu_head)
+    # Dropped means, per window, relative to the largest dropped logit (top[k], or
+    # the outside maximum when k = K): every weight is <= 1 and one equals 1, so
+    # the mean is exact however small the tail's mass is. O(W K d_v), no scan.
+    ref = jnp.where(k < num_top, prof.top_logits[jnp.minimum(k, num_top - 1)], max_out)
+    ref = jnp.where(ref == -jnp.inf, 0.0, ref)
+    dropped = jnp.arange(num_top)[None, :] >= k[:, None]  # (W, K)
+    w_drop = jnp.where(dropped, jnp.exp(prof.top_logits[None, :] - ref[:, None]), 0.0)
+    w_rest = jnp.exp(log_out - ref)  # (W,), 0 when nothing lies outside the top K
+    total = jnp.sum(w_drop, axis=1) + w_rest
+    mu_tail = (w_drop @ top_values + w_rest[:, None] * mu_out[None, :]) / jnp.where(
+        total > 0, total, 1.0)[:, None]
+    return prof.log_tail[k - 1] + log_norm(mu_tail - mu_head)
 
 
 def log_norm(x: Array) -> Array:
@@ -114,7 +95,7 @@ def _row_errors(u: Array, values: Optional[Array], windows: tuple[int, ...]):
     out = (log_tau[pos], math.log(2.0) + log_tau[pos], log_l2[pos], log_linf[pos])
     if values is None:
         return out + (None,)
-    return out + (_log_output_error(u, values, prof)[pos],)
+    return out + (_log_output_error(u, values, prof, windows),)
 
 
 @functools.partial(jax.jit, static_argnames="windows")

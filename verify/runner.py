@@ -88,7 +88,7 @@ def _fmt(x) -> str:
     if x is None:
         return "-"
     if isinstance(x, float):
-        return f"{x:.3g}"
+        return f"{x:.4g}"
     return str(x)
 
 
