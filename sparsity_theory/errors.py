@@ -25,7 +25,6 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from sparsity_theory import _checks
 from sparsity_theory.attention import _check_logits

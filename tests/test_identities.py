@@ -20,31 +20,14 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as hs
 from scipy.special import logsumexp
 
 import sparsity_theory as st
+from _shared import EPS64, N_BUCKETS, SETTINGS, all_windows, few_windows, tiny_value
 
-EPS64 = float(np.finfo(np.float64).eps)
-N_BUCKETS = (1, 2, 3, 8, 33)
 D_V = 3
-
-SETTINGS = dict(
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-
-
-def all_windows(n: int) -> tuple[int, ...]:
-    return tuple(range(1, n + 1))
-
-
-def few_windows(n: int) -> tuple[int, ...]:
-    """A fixed handful of windows per n, for functions compiled per static k."""
-    return tuple(sorted({k for k in (1, 2, n // 2, n - 1, n) if 1 <= k <= n}))
-
 
 # --------------------------------------------------------------------------
 # Strategies
@@ -79,12 +62,6 @@ def logit_rows(draw, ns=N_BUCKETS):
         perm = draw(hs.permutations(list(range(n))))
         u = [-gap * p for p in perm]
     return np.asarray(u, dtype=np.float64)
-
-
-def tiny_value(x: float) -> float:
-    """x scaled by 1e-200, kept a normal float (or 0)."""
-    y = x * 1e-200
-    return y if abs(y) >= np.finfo(np.float64).tiny else 0.0
 
 
 @hs.composite

@@ -25,33 +25,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as hs
 from scipy.special import logsumexp
 
 import sparsity_theory as st
+from _shared import EPS64, N_BUCKETS, SETTINGS, all_windows, few_windows, tiny_value
 
-EPS64 = float(np.finfo(np.float64).eps)
 EPS32 = float(np.finfo(np.float32).eps)
 LD = np.longdouble
-N_BUCKETS = (1, 2, 3, 8, 33)
 D_V = 2
 BATCH = 4
-
-SETTINGS = dict(
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-
-
-def all_windows(n: int) -> tuple[int, ...]:
-    return tuple(range(1, n + 1))
-
-
-def few_windows(n: int) -> tuple[int, ...]:
-    return tuple(sorted({k for k in (1, 2, n // 2, n - 1, n) if 1 <= k <= n}))
-
 
 # --------------------------------------------------------------------------
 # Strategies
@@ -101,12 +85,6 @@ def logit_batches(draw, ns=N_BUCKETS, batch=BATCH):
     n = draw(hs.sampled_from(ns))
     rows = [draw(row_of(n)) for _ in range(batch)]
     return as_row(rows)
-
-
-def tiny_value(x: float) -> float:
-    """x scaled by 1e-200, kept a normal float (or 0)."""
-    y = x * 1e-200
-    return y if abs(y) >= np.finfo(np.float64).tiny else 0.0
 
 
 @hs.composite
@@ -409,7 +387,6 @@ def check_certified(log_tails: np.ndarray, log_eps: float, k_star: int, slack: f
 @settings(max_examples=150, **SETTINGS)
 @given(logit_rows(), eps_values(3), hs.data())
 def test_certified_window_float64(u, eps, data):
-    n = u.shape[0]
     ref = ref_log_tails(u)
     # Also aim exactly at the boundary: eps equal to one of the tail masses.
     finite = [math.exp(t) for t in ref if np.isfinite(t) and math.exp(t) > 0]

@@ -7,7 +7,7 @@ import os
 import pytest
 
 import sparsity_theory as st
-from verify import cli, identities, runner
+from verify import cli, identities
 
 TINY = {"lengths": (16, 48), "seeds": 2, "d": 4, "dense_max_n": 48}
 

@@ -18,7 +18,6 @@ import math
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy.spatial.distance import pdist
 
