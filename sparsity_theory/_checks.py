@@ -80,12 +80,20 @@ def check_eps(eps: Any, name: str = "eps") -> None:
             raise ValueError(f"{name} must lie in (0, 1], got {eps!r}.")
 
 
-def check_probability(delta: Any, name: str = "delta") -> None:
-    """A failure probability delta must lie in the open interval (0, 1)."""
-    if is_concrete(delta):
+def check_probability(delta: Any, name: str = "delta") -> Any:
+    """A probability (delta, alpha, a confidence) must lie in the open interval (0, 1).
+
+    Returns a concrete scalar as a float (arrays and tracers are returned as given).
+    """
+    if not is_concrete(delta):
+        return delta
+    try:
         arr = np.asarray(delta, dtype=float)
-        if not np.all(np.isfinite(arr)) or np.any(arr <= 0) or np.any(arr >= 1):
-            raise ValueError(f"{name} must lie in (0, 1), got {delta!r}.")
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in (0, 1), got {delta!r}.") from None
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0) or np.any(arr >= 1):
+        raise ValueError(f"{name} must lie in (0, 1), got {delta!r}.")
+    return float(arr) if arr.ndim == 0 else delta
 
 
 def check_positive(value: Any, name: str) -> float:
