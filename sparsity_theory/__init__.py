@@ -11,6 +11,7 @@ import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
 
+from sparsity_theory import bounds  # noqa: E402  (Lemma 4.2 etc.: st.bounds.*)
 from sparsity_theory.attention import (  # noqa: E402
     attention_logits,
     attention_matrix,
@@ -66,6 +67,7 @@ __all__ = [
     "attention_logits",
     "attention_matrix",
     "attention_weights",
+    "bounds",
     "certified_window",
     "evaluate_rows",
     "exact_attention",

@@ -1,0 +1,131 @@
+"""Lemma 4.2 (Parts 1-3) at its stated probability (sparsity_theory/bounds.py).
+
+Each check runs many independent seeds and asks the exact binomial test whether
+the failure count is consistent with P(failure) <= delta (alpha = 1e-6, so a
+valid bound is never flagged by chance); each also plants a wrong bound that
+the same test must report VIOLATED, and reports how loose the bound is.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import sparsity_theory as st
+from sparsity_theory import bounds
+from verify.statistics import binomial_check, looseness
+
+SEEDS = 1000
+DELTA = 0.05
+
+
+def _rows(model, n, d, mode, weight_seed=0, scale=1.0, seed=1):
+    """Per seed: the query row's centred-score scale sigma_i, mean mu_i and the
+    scores of its n keys (self mode: the diagonal key i = 0 removed)."""
+    weights = st.gaussian_weights(jax.random.PRNGKey(weight_seed), d)
+
+    def one(key):
+        inp = st.sample_inputs(key, n, d, model, mode)
+        x = inp.x[0]
+        keys = inp.y[1:] if mode == "self" else inp.y
+        u = keys @ bounds.row_weight_vector(x, weights, scale)
+        return (bounds.row_score_scale(x, weights, model, scale),
+                bounds.row_score_mean(x, weights, model, scale), u)
+
+    sig, mu, u = jax.vmap(one)(jax.random.split(jax.random.PRNGKey(seed), SEEDS))
+    return np.asarray(sig), np.asarray(mu), np.asarray(u)
+
+
+CONFIGS = [
+    (st.Gaussian(1.0), 256, 8, "cross"),
+    (st.Gaussian(0.7, mean=0.5), 64, 4, "cross"),
+    (st.Uniform(1.0), 256, 8, "cross"),
+    (st.Rademacher(1.0, mean=-0.3), 128, 2, "cross"),
+    (st.Gaussian(1.0), 256, 8, "self"),
+    (st.Uniform(2.0, mean=1.0), 64, 4, "self"),
+]
+# The planted wrong bound is this factor times the true one: small enough that
+# the data violate it. Rademacher with d = 2 has |u_ij - mu_i| <= ||w_i||_1 <=
+# sqrt(2) sigma_i surely, against Part 1's ~4.1 sigma_i, so 0.3 x the bound is
+# still never crossed there (the bound is >= 2.9x loose): it needs 0.2.
+WRONG_FACTOR = {3: 0.2}
+
+
+@pytest.mark.parametrize("index", range(len(CONFIGS)))
+def test_lemma_4_2_parts_1_and_2_hold_and_wrong_bound_is_caught(index):
+    model, n, d, mode = CONFIGS[index]
+    sig, mu, u = _rows(model, n, d, mode)
+    num_keys = u.shape[1]
+    t = np.asarray(bounds.score_deviation_bound(sig, num_keys, DELTA))
+    deviation = np.max(np.abs(u - mu[:, None]), axis=1)
+    part1 = binomial_check(int(np.sum(deviation > t)), SEEDS, DELTA)
+    assert part1.verdict == "HOLDS", part1
+    loose = looseness(deviation / t)
+    assert 0 < loose.median < 1  # informative: it is neither violated nor vacuous
+    spread = u.max(axis=1) - u.min(axis=1)
+    part2 = binomial_check(int(np.sum(spread > np.asarray(bounds.score_spread_bound(sig, num_keys, DELTA)))),
+                           SEEDS, DELTA)
+    assert part2.verdict == "HOLDS", part2
+    # A deliberately wrong bound must be rejected.
+    factor = WRONG_FACTOR.get(index, 0.3)
+    wrong = binomial_check(int(np.sum(deviation > factor * t)), SEEDS, DELTA)
+    assert wrong.verdict == "VIOLATED", wrong
+    if isinstance(model, st.Rademacher):  # bounded scores: looseness known in advance
+        assert loose.worst <= math.sqrt(d) / math.sqrt(2 * math.log(2 * num_keys / DELTA))
+
+
+@pytest.mark.parametrize("index", range(len(CONFIGS)))
+def test_lemma_4_2_part_3_holds_and_wrong_bound_is_caught(index):
+    model, n, d, mode = CONFIGS[index]
+    sig, mu, u = _rows(model, n, d, mode)
+    num_keys = u.shape[1]
+    # Self mode: the normaliser over j != i is a lower bound for the full one.
+    log_alpha = np.asarray(jax.nn.logsumexp(jnp.asarray(u), axis=1))
+    lower = np.asarray(bounds.log_normaliser_lower_bound(sig, num_keys, DELTA, mu))
+    part3 = binomial_check(int(np.sum(log_alpha < lower)), SEEDS, DELTA)
+    assert part3.verdict == "HOLDS", part3
+    # Wrong: claim the normaliser is at least n exp(mu + sigma^2), above the
+    # Gaussian mean n exp(mu + sigma^2/2) (and above sub-Gaussian ones alike).
+    wrong_lower = math.log(num_keys) + mu + sig**2
+    wrong = binomial_check(int(np.sum(log_alpha < wrong_lower)), SEEDS, DELTA)
+    assert wrong.verdict == "VIOLATED", wrong
+
+
+def test_gaussian_cross_scores_are_exactly_normal_with_scale_sigma():
+    """Calibration: Gaussian input, cross mode: (u_ij - mu_i)/sigma_i ~ N(0, 1)."""
+    sig, mu, u = _rows(st.Gaussian(1.3, mean=0.4), 64, 4, "cross")
+    z = ((u - mu[:, None]) / sig[:, None]).ravel()
+    assert stats.kstest(z, "norm").pvalue > 1e-6
+    # The same test has power: a sigma 10% too small is detected.
+    assert stats.kstest(z * 1.1, "norm").pvalue < 1e-6
+    # And the exceedance rate of a threshold matches the exact Gaussian rate.
+    t = 2.0
+    check = binomial_check(int(np.sum(np.abs(z) > t)), z.size, 2 * stats.norm.sf(t))
+    assert check.verdict == "HOLDS" and check.ci_low <= 2 * stats.norm.sf(t) <= check.ci_high
+
+
+def test_row_free_gamma_dominates_every_row():
+    model = st.Uniform(1.5, mean=0.2)
+    d = 6
+    weights = st.gaussian_weights(jax.random.PRNGKey(3), d)
+    gamma = bounds.row_free_score_scale(weights, model, d, scale=0.5)
+    x = model.sample(jax.random.PRNGKey(4), (2000, d))
+    sig = jax.vmap(lambda r: bounds.row_score_scale(r, weights, model, 0.5))(x)
+    assert float(jnp.max(sig)) <= gamma
+    with pytest.raises(ValueError, match="almost-sure"):
+        bounds.row_free_score_scale(weights, st.Gaussian(), d)
+
+
+def test_closed_forms_and_bad_input():
+    np.testing.assert_allclose(bounds.score_deviation_bound(2.0, 50, 0.1), 2 * math.sqrt(2 * math.log(1000)))
+    np.testing.assert_allclose(bounds.score_spread_bound(1.0, 50, 0.1), 2 * math.sqrt(2 * math.log(1000)))
+    np.testing.assert_allclose(bounds.normaliser_deficit(3.0, 8, 0.5), 3 * math.sqrt(2 * math.log(2) / 8))
+    np.testing.assert_allclose(bounds.log_normaliser_lower_bound(0.0, 10, 0.1, 1.5), math.log(10) + 1.5)
+    for bad in (0.0, 1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="delta"):
+            bounds.score_deviation_bound(1.0, 10, bad)
+    with pytest.raises(ValueError, match="num_keys"):
+        bounds.normaliser_deficit(1.0, 0, 0.1)
