@@ -7,7 +7,7 @@ import os
 import pytest
 
 import sparsity_theory as st
-from verify import cli, identities
+from verify import cli, identities, lemma42, runner
 
 TINY = {"lengths": (16, 48), "seeds": 2, "d": 4, "dense_max_n": 48}
 
@@ -62,7 +62,7 @@ def test_a_wrong_output_error_is_caught(tiny, monkeypatch):
 
 def test_run_writes_results_and_resumes(tiny, tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert cli.main(["run", "--out", out, "--no-progress"]) == 0
+    assert cli.main(["run", "identities", "--out", out, "--no-progress"]) == 0
     with open(os.path.join(out, "results.json")) as f:
         first = json.load(f)
     cells = identities.cells("quick")
@@ -74,13 +74,13 @@ def test_run_writes_results_and_resumes(tiny, tmp_path, capsys):
     assert all(v["verdict"] == "HOLDS" for v in first["verdicts"])
     assert "| identities | D5-upper | **HOLDS**" in open(os.path.join(out, "report.md")).read()
     # A second run with the same directory recomputes nothing.
-    assert cli.main(["run", "--out", out, "--no-progress"]) == 0
+    assert cli.main(["run", "identities", "--out", out, "--no-progress"]) == 0
     with open(os.path.join(out, "results.json")) as f:
         second = json.load(f)
     assert second["cells_reused"] == len(cells)
     assert second["verdicts"] == first["verdicts"]
     # A different seed count is a different cell: not reused.
-    assert cli.main(["run", "--out", out, "--no-progress", "--seeds", "1"]) == 0
+    assert cli.main(["run", "identities", "--out", out, "--no-progress", "--seeds", "1"]) == 0
     with open(os.path.join(out, "results.json")) as f:
         assert json.load(f)["cells_reused"] == 0
     capsys.readouterr()
@@ -95,3 +95,45 @@ def test_cli_list_and_bad_arguments(tmp_path, capsys):
     assert cli.main(["run", "no-such-suite", "--out", str(tmp_path)]) == 2
     assert cli.main(["run", "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert cli.main(["report", str(tmp_path / "missing")]) == 2
+
+
+@pytest.fixture
+def tiny_lemma(monkeypatch):
+    monkeypatch.setitem(lemma42.PRESETS, "quick", {"lengths": (32,), "seeds": 300, "d": 4})
+    monkeypatch.setattr(lemma42, "MODELS", {"gaussian": st.Gaussian(1.0)})
+
+
+def test_lemma42_suite_verdicts_and_report_columns(tiny_lemma, tmp_path, capsys):
+    out = str(tmp_path / "l42")
+    assert cli.main(["run", "lemma42", "--out", out, "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    with open(os.path.join(out, "results.json")) as f:
+        verdicts = {v["claim"]: v for v in json.load(f)["verdicts"]}
+    for claim in ("L4.2-P1", "L4.2-P2", "L4.2-P3"):
+        v = verdicts[claim]
+        assert v["verdict"] == "HOLDS" and v["checked"] == 600  # 2 modes x 300 seeds
+        assert 0 <= v["ci_low"] <= v["rate"] <= v["ci_high"] <= 1 and v["p_value"] > 1e-6
+        assert 0 < v["median_of_cell_medians"] < 1
+    for claim in ("L4.2-P1-wrong", "L4.2-P3-wrong"):
+        assert verdicts[claim]["verdict"] == "CAUGHT"
+    assert "| lemma42 | L4.2-P1 | **HOLDS** | " in table and " vs 0.05 |" in table
+
+
+def test_lemma42_a_check_without_power_fails_the_run(tiny_lemma, monkeypatch, tmp_path):
+    """If the planted wrong bound were not rejected (here: it is made valid), the
+    verdict is MISSED and the command exits 1."""
+    monkeypatch.setattr(lemma42, "WRONG_FACTOR", 1.0)
+    out = str(tmp_path / "l42")
+    assert cli.main(["run", "lemma42", "--out", out, "--no-progress"]) == 1
+    with open(os.path.join(out, "results.json")) as f:
+        verdicts = {v["claim"]: v["verdict"] for v in json.load(f)["verdicts"]}
+    assert verdicts["L4.2-P1-wrong"] == "MISSED"
+
+
+def test_lemma42_summary_flags_a_violated_claim():
+    """Pooled failure counts far above delta are reported VIOLATED."""
+    cell = {"check": {"failures": 40, "trials": 300, "delta": 0.05, "p_value": 1e-9},
+            "looseness": {"median": 0.9, "worst": 1.5}}
+    rows = {r["claim"]: r for r in lemma42.summarise([({}, {"L4.2-P1": cell})])}
+    assert rows["L4.2-P1"]["verdict"] == "VIOLATED" and rows["L4.2-P1"]["rate"] == 40 / 300
+    assert runner.FAILING_VERDICTS == ("VIOLATED", "MISSED")

@@ -50,7 +50,7 @@ def main(argv=None) -> int:
             return 2
         print(runner.verdict_table(results["verdicts"]))
         print(f"\nwrote {os.path.join(args.out, 'results.json')} and report.md")
-        return 1 if any(v["verdict"] != "HOLDS" for v in results["verdicts"]) else 0
+        return 1 if any(v["verdict"] in runner.FAILING_VERDICTS for v in results["verdicts"]) else 0
     if args.command == "report":
         path = os.path.join(args.dir, "results.json")
         if not os.path.exists(path):

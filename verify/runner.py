@@ -13,10 +13,14 @@ import sys
 import time
 from types import ModuleType
 
-from verify import identities
+from verify import identities, lemma42
 from verify.provenance import provenance
 
-SUITES: dict[str, ModuleType] = {identities.NAME: identities}
+SUITES: dict[str, ModuleType] = {identities.NAME: identities, lemma42.NAME: lemma42}
+
+# Verdicts that fail a run: a claim broken by the data, or a planted wrong bound
+# that the check did not catch (a check without power).
+FAILING_VERDICTS = ("VIOLATED", "MISSED")
 
 
 def _write_json(path: str, data) -> None:
@@ -92,13 +96,21 @@ def _fmt(x) -> str:
     return str(x)
 
 
+def _rate(v: dict) -> str:
+    if v.get("rate") is None:
+        return "-"
+    return f"{v['rate']:.4g} [{v['ci_low']:.3g}, {v['ci_high']:.3g}] vs {v['delta']:.3g}"
+
+
 def verdict_table(verdicts: list[dict]) -> str:
-    head = "| suite | claim | verdict | violations / checked | median ratio | worst ratio | worst rel. diff |"
-    lines = [head, "|" + "---|" * 7]
+    head = ("| suite | claim | verdict | failures / trials | failure rate [95% CI] vs delta "
+            "| p-value | median ratio | worst ratio | worst rel. diff |")
+    lines = [head, "|" + "---|" * 9]
     for v in verdicts:
         lines.append(
             f"| {v['suite']} | {v['claim']} | **{v['verdict']}** | "
-            f"{v['violations']} / {v['checked']} | {_fmt(v['median_of_cell_medians'])} | "
+            f"{v['violations']} / {v['checked']} | {_rate(v)} | {_fmt(v.get('p_value'))} | "
+            f"{_fmt(v['median_of_cell_medians'])} | "
             f"{_fmt(v['worst_ratio'])} | {_fmt(v.get('worst_relative_difference'))} |"
         )
     return "\n".join(lines)
@@ -121,7 +133,13 @@ def markdown_report(results: dict) -> str:
 
 Ratio = quantity / bound for upper bounds and bound / quantity for lower bounds:
 at most 1 when the inequality holds; the median is the median over cells of each
-cell's median. A violation is a ratio above 1 + 1e-9.
+cell's median. Exact facts (suite `identities`): a violation is a ratio above
+1 + 1e-9. Probabilistic claims: failures are trials (seeds) where the bound
+failed; the exact one-sided binomial test of "failure rate <= delta" gives the
+p-value (pooled over cells; each cell is also tested at alpha / cells); the
+verdict is VIOLATED at p < alpha = 1e-6. A failure count above zero is expected
+at rate up to delta. Claims ending in `-wrong` are planted wrong bounds: CAUGHT
+means the test has the power to reject them.
 
 {verdict_table(results['verdicts'])}
 
