@@ -93,3 +93,71 @@ def log_normaliser_lower_bound(sigma, num_keys: int, delta, mean: Optional[Array
     probability at least 1 - delta (Jensen, then the sub-Gaussian mean)."""
     eta = normaliser_deficit(sigma, num_keys, delta)
     return math.log(_checks.check_int(num_keys, "num_keys")) + jnp.asarray(mean) - eta
+
+
+def largest_entry_log_bound(sigma, num_keys: int, delta_scores, delta_normaliser) -> Array:
+    """``log`` of the bound ``s_ij <= exp(t_1 + eta) / n`` on every softmax entry.
+
+    ``t_1 = sigma_i sqrt(2 ln(n / delta_1))`` bounds ``max_j (u_ij - mu_i)``
+    (one-sided Part 1) and ``eta`` is Part 3's deficit at ``delta_2``; together
+    with probability at least ``1 - delta_1 - delta_2`` (Theorem 5.1's proof).
+    """
+    num_keys = _check_common(num_keys, delta_scores)
+    _checks.check_probability(delta_normaliser, "delta_normaliser")
+    sigma = jnp.asarray(sigma)
+    t1 = sigma * jnp.sqrt(2.0 * jnp.log(num_keys / jnp.asarray(delta_scores)))
+    return t1 + normaliser_deficit(sigma, num_keys, delta_normaliser) - math.log(num_keys)
+
+
+def collapse_condition(sigma, num_keys: int, eps, delta_scores, delta_normaliser) -> Array:
+    """Theorem 5.1 (attention collapse): True where
+    ``ln(n eps) >= sigma_i sqrt(2 ln(n/delta_1)) + eta``; then, with probability
+    at least ``1 - delta_1 - delta_2``, no entry of the row exceeds eps
+    (``E_i(eps) = 0``; in self mode, no off-diagonal entry, using n - 1 keys)."""
+    _checks.check_eps(eps)
+    return largest_entry_log_bound(sigma, num_keys, delta_scores, delta_normaliser) <= jnp.log(
+        jnp.asarray(eps))
+
+
+def collapse_length(eps: float, sigma: float, delta_scores: float, delta_normaliser: float,
+                    max_length: int = 2**62) -> Optional[int]:
+    """``n0(eps, sigma, delta)``: the smallest n from which Theorem 5.1's condition
+    holds for every larger n, for a row scale sigma that does not grow with n.
+
+    ``g(n) = ln(n eps) - sigma sqrt(2 ln(n/delta_1)) - sigma sqrt(2 ln(1/delta_2)/n)``
+    has ``g'(n) = (1 - sigma / sqrt(2 ln(n/delta_1)) + eta(n)/2) / n``, which is
+    positive once ``sqrt(2 ln(n/delta_1)) >= sigma``; from there g only grows, so n0
+    is found by bisection on that range. None if n0 exceeds ``max_length``.
+    """
+    _checks.check_eps(eps)
+    sigma = _checks.check_positive(sigma, "sigma")
+    for p, name in ((delta_scores, "delta_scores"), (delta_normaliser, "delta_normaliser")):
+        _checks.check_probability(p, name)
+
+    def g(n: int) -> float:
+        return (math.log(n * eps) - sigma * math.sqrt(2 * math.log(n / delta_scores))
+                - sigma * math.sqrt(2 * math.log(1 / delta_normaliser) / n))
+
+    # g increases for n >= n_mono (everywhere when sigma is small).
+    log_n_mono = math.log(delta_scores) + sigma**2 / 2
+    if log_n_mono > math.log(max_length):
+        return None
+    n_mono = max(1, math.ceil(math.exp(log_n_mono)))
+    if g(n_mono) >= 0:
+        # Holds from n_mono on; below it g need not be monotone: walk down while it holds.
+        n = n_mono
+        while n > 1 and g(n - 1) >= 0:
+            n -= 1
+        return n
+    lo, hi = n_mono, 2 * n_mono  # invariant once found: g(lo) < 0 <= g(hi)
+    while g(hi) < 0:
+        lo, hi = hi, 2 * hi
+        if lo > max_length:
+            return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if g(mid) >= 0:
+            hi = mid
+        else:
+            lo = mid
+    return hi if hi <= max_length else None

@@ -120,3 +120,51 @@ def test_closed_forms_and_bad_input():
             bounds.score_deviation_bound(1.0, 10, bad)
     with pytest.raises(ValueError, match="num_keys"):
         bounds.normaliser_deficit(1.0, 0, 0.1)
+
+
+def _collapse_trials(n, mode, wrong_factor=1.0, eps=0.01, d1=0.025, d2=0.025):
+    """Seeds whose row meets Theorem 5.1's condition, and whether the row then
+    had an entry above eps (self mode: off-diagonal entries, n - 1 keys)."""
+    model = st.Gaussian(1.0)
+    sig, mu, u = sample_rows(model, n, 4, mode, SEEDS, seed_base=11, scale=0.25)
+    num_keys = u.shape[1]
+    rhs = np.asarray(bounds.largest_entry_log_bound(sig, num_keys, d1, d2)) + math.log(num_keys)
+    meets = math.log(num_keys * eps) >= wrong_factor * rhs
+    log_s = u - np.logaddexp.reduce(u, axis=1, keepdims=True)
+    effective = np.sum(log_s > math.log(eps), axis=1)
+    return meets, effective > 0, d1 + d2
+
+
+@pytest.mark.parametrize("mode", ["cross", "self"])
+def test_theorem_5_1_collapse_holds_where_its_condition_does(mode):
+    meets, has_effective, delta = _collapse_trials(4096, mode)
+    assert meets.sum() >= 200  # enough rows meet the condition to test it
+    check = binomial_check(int(np.sum(has_effective[meets])), int(meets.sum()), delta)
+    assert check.verdict == "HOLDS", check
+    np.testing.assert_array_equal(
+        np.asarray(bounds.collapse_condition(np.array([0.1, 5.0]), 4095 if mode == "self" else 4096,
+                                             0.01, 0.025, 0.025)), [True, False])
+
+
+def test_theorem_5_1_wrong_condition_is_caught():
+    """Claiming collapse already when ln(n eps) >= 0.3 x the condition's right side
+    is refuted by the data at n = 256."""
+    meets, has_effective, delta = _collapse_trials(256, "cross", wrong_factor=0.3)
+    check = binomial_check(int(np.sum(has_effective[meets])), int(meets.sum()), delta)
+    assert meets.sum() >= 100 and check.verdict == "VIOLATED", check
+
+
+def test_collapse_length_is_the_threshold():
+    for eps in (1e-2, 1e-3):
+        for sigma in (0.5, 1.0, 2.0):
+            n0 = bounds.collapse_length(eps, sigma, 0.05, 0.05)
+            assert bool(bounds.collapse_condition(sigma, n0, eps, 0.05, 0.05))
+            assert not bool(bounds.collapse_condition(sigma, n0 - 1, eps, 0.05, 0.05))
+            # and it keeps holding beyond n0
+            for n in (2 * n0, 10 * n0, 1000 * n0):
+                assert bool(bounds.collapse_condition(sigma, n, eps, 0.05, 0.05))
+    # n0 grows like exp(sigma^2/2)-ish: sigma = 3 needs far longer contexts than sigma = 1.
+    assert bounds.collapse_length(1e-2, 3.0, 0.05, 0.05) > 1e6 * bounds.collapse_length(1e-2, 1.0, 0.05, 0.05)
+    assert bounds.collapse_length(1e-2, 50.0, 0.05, 0.05, max_length=2**40) is None
+    with pytest.raises(ValueError, match="eps"):
+        bounds.collapse_length(0.0, 1.0, 0.05, 0.05)
