@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -136,7 +136,3 @@ def as_tuple_of_floats(values: Any, name: str) -> tuple[float, ...]:
     if not out:
         raise ValueError(f"{name} must hold at least one value.")
     return out
-
-
-def unique_sorted(values: Sequence[int]) -> tuple[int, ...]:
-    return tuple(sorted(set(values)))

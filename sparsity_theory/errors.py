@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from sparsity_theory import _checks
 from sparsity_theory.attention import _check_logits
-from sparsity_theory.sparsity import WindowProfile, _as_batch, window_profile
+from sparsity_theory.sparsity import WindowProfile, _as_batch, window_positions, window_profile
 
 Array = jax.Array
 
@@ -50,29 +50,29 @@ def _log_output_error(u: Array, values: Array, prof: WindowProfile, windows: tup
     """``log(tau(k) ||mu_tail(k) - mu_head(k)||_2)`` for each k in ``windows``."""
     top_values = values[prof.top_indices]  # (K, d_v)
     num_top = prof.top_logits.shape[0]
-    k = jnp.asarray(windows, jnp.int32)
+    pos = window_positions(windows)
     # Kept means: weights relative to the largest logit lie in (0, 1] and their
     # sum is >= 1, so a plain cumulative sum is accurate.
     w = jnp.exp(prof.top_logits - prof.top_logits[0])
-    mu_head = (jnp.cumsum(w[:, None] * top_values, axis=0) / jnp.cumsum(w)[:, None])[k - 1]
+    mu_head = (jnp.cumsum(w[:, None] * top_values, axis=0) / jnp.cumsum(w)[:, None])[pos]
     # Everything outside the top K, summarised once relative to its own maximum.
     u_out = jnp.where(prof.outside, u, -jnp.inf)
-    log_out = jax.nn.logsumexp(u_out)
+    log_out = prof.log_outside
     max_out = jnp.max(u_out)
     w_out = jnp.where(prof.outside, jnp.exp(u_out - jnp.where(log_out == -jnp.inf, 0.0, max_out)), 0.0)
     mu_out = (w_out @ values) / jnp.where(log_out == -jnp.inf, 1.0, jnp.sum(w_out))
     # Dropped means, per window, relative to the largest dropped logit (top[k], or
     # the outside maximum when k = K): every weight is <= 1 and one equals 1, so
     # the mean is exact however small the tail's mass is. O(W K d_v), no scan.
-    ref = jnp.where(k < num_top, prof.top_logits[jnp.minimum(k, num_top - 1)], max_out)
+    ref = jnp.where(pos + 1 < num_top, prof.top_logits[jnp.minimum(pos + 1, num_top - 1)], max_out)
     ref = jnp.where(ref == -jnp.inf, 0.0, ref)
-    dropped = jnp.arange(num_top)[None, :] >= k[:, None]  # (W, K)
+    dropped = jnp.arange(num_top)[None, :] > pos[:, None]  # (W, K): top entries k.. dropped
     w_drop = jnp.where(dropped, jnp.exp(prof.top_logits[None, :] - ref[:, None]), 0.0)
     w_rest = jnp.exp(log_out - ref)  # (W,), 0 when nothing lies outside the top K
     total = jnp.sum(w_drop, axis=1) + w_rest
     mu_tail = (w_drop @ top_values + w_rest[:, None] * mu_out[None, :]) / jnp.where(
         total > 0, total, 1.0)[:, None]
-    return prof.log_tail[k - 1] + log_norm(mu_tail - mu_head)
+    return prof.log_tail[pos] + log_norm(mu_tail - mu_head)
 
 
 def log_norm(x: Array) -> Array:
@@ -85,7 +85,7 @@ def log_norm(x: Array) -> Array:
 
 def _row_errors(u: Array, values: Optional[Array], windows: tuple[int, ...]):
     prof = window_profile(u, max(windows))
-    pos = jnp.asarray(windows, jnp.int32) - 1
+    pos = window_positions(windows)
     log_tau = prof.log_tail
     log_ratio = log_tau - prof.log_head  # log(tau / (1 - tau))
     log_l2 = 0.5 * jnp.logaddexp(2 * log_ratio + prof.log_head_sq, prof.log_tail_sq)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from sparsity_theory import _checks
 from sparsity_theory.attention import _check_qkv, _scores
 from sparsity_theory.errors import _row_errors
-from sparsity_theory.sparsity import _certified_window_row, log_eps_array
+from sparsity_theory.sparsity import _certified_window_row, _num_small, log_eps_array
 
 Array = jax.Array
 
@@ -54,7 +54,7 @@ class RowStatistics(NamedTuple):
 
 def _row_statistics(u, values, windows, log_eps):
     lse = jax.nn.logsumexp(u)
-    num_small = jnp.sum((u - lse)[:, None] <= log_eps[None, :], axis=0)
+    num_small = _num_small(u, log_eps)
     window = jax.vmap(_certified_window_row, in_axes=(None, 0))(u, log_eps)
     tau, l1, l2, linf, out = _row_errors(u, values, windows)
     return RowStatistics(

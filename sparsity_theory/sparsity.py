@@ -41,13 +41,15 @@ class WindowProfile(NamedTuple):
     ``log_tail[k-1] = log tau(k)``; ``log_head[k-1] = log(1 - tau(k))``;
     ``log_tail_sq`` / ``log_head_sq``: log of the sum of ``s_j^2`` over dropped /
     kept entries; ``log_first_dropped[k-1] = log s_(k+1)``, the largest dropped
-    entry (-inf when nothing is dropped).
+    entry (-inf when nothing is dropped); ``log_outside``: unnormalised
+    ``log sum exp(u_j)`` over the entries outside the top K.
     """
 
     log_normaliser: Array
     top_logits: Array
     top_indices: Array
     outside: Array
+    log_outside: Array
     log_tail: Array
     log_head: Array
     log_tail_sq: Array
@@ -109,11 +111,13 @@ def window_profile(u: Array, max_window: int) -> WindowProfile:
     log_head_sq = prefix_logsumexp_sorted(2 * top) - 2 * lse
     first_dropped = jnp.concatenate([top[1:], jnp.max(u_out, keepdims=True)]) - lse
     return WindowProfile(
-        lse, top, idx, outside, log_tail, log_head, log_tail_sq, log_head_sq, first_dropped
+        lse, top, idx, outside, log_out, log_tail, log_head, log_tail_sq, log_head_sq,
+        first_dropped,
     )
 
 
-def _window_positions(windows: tuple[int, ...]) -> Array:
+def window_positions(windows: tuple[int, ...]) -> Array:
+    """0-based indices of the windows into a :class:`WindowProfile`'s arrays."""
     return jnp.asarray(windows, jnp.int32) - 1
 
 
@@ -126,7 +130,7 @@ def _as_batch(logits) -> Array:
 
 @functools.partial(jax.jit, static_argnames="windows")
 def _log_tail_mass(logits: Array, windows: tuple[int, ...]) -> Array:
-    pos = _window_positions(windows)
+    pos = window_positions(windows)
 
     def row(u):
         return window_profile(u, max(windows)).log_tail[pos]

@@ -1,7 +1,6 @@
 """Suite ``lemma42``: Lemma 4.2 Parts 1-3 at their stated probability.
 
-Each seed draws fresh weights-independent inputs (the weights are fixed per
-cell), takes query row 0 and its keys (cross mode: an independent Y; self mode:
+Each seed draws fresh inputs (the weights are fixed per cell), takes query row 0 and its keys (cross mode: an independent Y; self mode:
 the other n - 1 rows, the diagonal left out), and records whether each part's
 bound failed and the ratio quantity/bound (for Part 3, bound/quantity on the
 normaliser's scale). Seeds are independent trials, so the failure count of a
