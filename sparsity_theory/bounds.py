@@ -1,6 +1,8 @@
-"""High-probability bounds of Section 4, with explicit constants.
+"""High-probability bounds of Sections 4 and 5, with explicit constants.
 
-Lemma 4.2 (Parts 1-3), precise forms (docs/theory.md has statements and proofs).
+Lemma 4.2 (Parts 1-3), Theorem 4.3 (natural sparsity, both directions) and
+Theorem 5.1 (attention collapse), in precise forms (docs/theory.md has the
+statements and proofs).
 Setting: cross attention, one query row x_i, keys y_1..y_n independent of x_i
 with i.i.d. entries ``m + Z`` (Z centred, sub-Gaussian variance proxy nu^2).
 With ``w_i = scale * W^T x_i`` (W = W_Q W_K^T), the scores are
@@ -20,6 +22,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import special, stats
 
 from sparsity_theory import _checks
 from sparsity_theory.inputs import AttentionWeights, InputModel
@@ -93,6 +96,127 @@ def log_normaliser_lower_bound(sigma, num_keys: int, delta, mean: Optional[Array
     probability at least 1 - delta (Jensen, then the sub-Gaussian mean)."""
     eta = normaliser_deficit(sigma, num_keys, delta)
     return math.log(_checks.check_int(num_keys, "num_keys")) + jnp.asarray(mean) - eta
+
+
+# --- Theorem 4.3: attention is naturally sparse --------------------------------
+
+COUNT_METHODS = ("binomial", "hoeffding")
+
+
+def _check_method(method: str) -> str:
+    if method not in COUNT_METHODS:
+        raise ValueError(f"method must be one of {COUNT_METHODS}, got {method!r}.")
+    return method
+
+
+def _check_sigma(sigma) -> np.ndarray:
+    sigma = np.asarray(sigma, dtype=np.float64)
+    if not np.all(np.isfinite(sigma)) or np.any(sigma < 0):
+        raise ValueError("sigma must be finite and >= 0.")
+    return sigma
+
+
+def count_exceedance_probability(num_keys: int, num_small: int, delta, method: str = "binomial") -> float:
+    """The largest per-key exceedance probability p for which at most
+    ``num_keys - num_small`` of ``num_keys`` independent keys exceed a threshold,
+    except with probability delta.
+
+    The exceedance count N is dominated by Binomial(n, p). ``binomial``: the exact
+    largest p with ``P(Binomial(n, p) >= n - k + 1) <= delta``, which is
+    ``I^{-1}_delta(n - k + 1, k)`` (the binomial tail is a regularised incomplete
+    beta function, increasing in p). ``hoeffding``: ``p = 1 - k/n -
+    sqrt(ln(1/delta) / (2n))`` from ``N <= n p + sqrt(n ln(1/delta) / 2)``; zero or
+    less means Hoeffding certifies nothing (returned as 0.0).
+    """
+    num_keys = _check_common(num_keys, delta)
+    num_small = _checks.check_int(num_small, "num_small")
+    if not 1 <= num_small <= num_keys:
+        raise ValueError(f"num_small must be in [1, num_keys={num_keys}], got {num_small}.")
+    delta = float(delta)
+    if _check_method(method) == "binomial":
+        p = float(special.betaincinv(num_keys - num_small + 1, num_small, delta))
+        # betaincinv is accurate to rounding; step below it so the tail is <= delta.
+        return p * (1.0 - 1e-12)
+    return max(0.0, 1.0 - num_small / num_keys - math.sqrt(math.log(1.0 / delta) / (2.0 * num_keys)))
+
+
+def small_entry_score_threshold(sigma, num_keys: int, num_small: int, delta,
+                                method: str = "binomial") -> np.ndarray:
+    """Theorem 4.3's threshold t: with probability at least 1 - delta, at least
+    ``num_small`` of the n centred scores satisfy ``u_ij - mu_i <= t``.
+
+    Each centred score exceeds t with probability at most ``exp(-t^2/(2 sigma_i^2))``
+    (sub-Gaussian Chernoff bound); t is the smallest value making that at most
+    ``count_exceedance_probability(...)``. ``inf`` where no t works (Hoeffding
+    with ``n - k < sqrt(n ln(1/delta)/2)``).
+    """
+    sigma = _check_sigma(sigma)
+    p = count_exceedance_probability(num_keys, num_small, delta, method)
+    if p <= 0.0:
+        return np.full_like(sigma, np.inf)
+    if p >= 1.0:
+        return np.zeros_like(sigma)
+    return sigma * math.sqrt(2.0 * math.log(1.0 / p))
+
+
+def small_entry_log_bound(sigma, num_keys: int, num_small: int, delta_count, delta_normaliser,
+                          method: str = "binomial") -> np.ndarray:
+    """Theorem 4.3 (attention is naturally sparse): ``log eps_k`` such that at
+    least k = ``num_small`` softmax entries of row i are at most
+    ``eps_k = exp(t + eta) / n``, i.e. ``|S_eps_k(s_i)| >= k`` (Definition 3.2),
+    with probability at least ``1 - delta_count - delta_normaliser``.
+
+    t is ``small_entry_score_threshold`` at ``delta_count`` and eta is Lemma 4.2
+    Part 3's deficit at ``delta_normaliser``. mu_i cancels (Fact B.1), so the
+    bound does not depend on it. Self mode: ``num_keys = n - 1``, and the k
+    entries are off-diagonal ones (the diagonal only enlarges the normaliser).
+    ``method``: ``binomial`` (exact quantile, tighter) or ``hoeffding``.
+    ``inf`` where the method certifies nothing.
+    """
+    _checks.check_probability(delta_normaliser, "delta_normaliser")
+    t = small_entry_score_threshold(sigma, num_keys, num_small, delta_count, method)
+    eta = np.asarray(normaliser_deficit(_check_sigma(sigma), num_keys, delta_normaliser))
+    return t + eta - math.log(num_keys)
+
+
+def guaranteed_small_entries(sigma, num_keys: int, eps, delta_count, delta_normaliser,
+                             method: str = "binomial") -> np.ndarray:
+    """Converse of Theorem 4.3: a count k such that at least k softmax entries of
+    row i are at most eps (``|S_eps(s_i)| >= k``), with probability at least
+    ``1 - delta_count - delta_normaliser``.
+
+    ``t = ln(n eps) - eta``: on Part 3's event every key with ``u_ij - mu_i <= t``
+    has ``s_ij <= eps``. The number of keys above t is dominated by
+    Binomial(n, p), ``p = exp(-t^2/(2 sigma_i^2))``; k is n minus its
+    ``1 - delta_count`` quantile (``binomial``: the exact quantile q, the smallest
+    with ``P(Binomial(n, p) > q) <= delta_count``; ``hoeffding``:
+    ``floor(n p + sqrt(n ln(1/delta_count)/2))``). k = 0 where t <= 0: the
+    Chernoff bound says nothing below the mean. Self mode: ``num_keys = n - 1``.
+    Returns an int64 array shaped like sigma (broadcast with eps).
+    """
+    num_keys = _check_common(num_keys, delta_count)
+    _checks.check_probability(delta_normaliser, "delta_normaliser")
+    _check_method(method)
+    sigma = _check_sigma(sigma)
+    eps = np.asarray(eps, dtype=np.float64)
+    if np.any(~(eps > 0)) or np.any(eps > 1):
+        raise ValueError("eps must be in (0, 1].")
+    eta = np.asarray(normaliser_deficit(sigma, num_keys, delta_normaliser))
+    t = np.log(num_keys * eps) - eta
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_p = np.where(t > 0, -np.square(t) / (2.0 * np.square(sigma)), 0.0)
+    p = np.exp(log_p)  # sigma = 0 and t > 0: p = 0, every key is small
+    if method == "hoeffding":
+        q = np.floor(num_keys * p + math.sqrt(num_keys * math.log(1.0 / delta_count) / 2.0))
+    else:
+        q = stats.binom.isf(delta_count, num_keys, p)
+        # Make q exactly the smallest count with P(N > q) <= delta_count.
+        q = np.where(stats.binom.sf(q, num_keys, p) > delta_count, q + 1, q)
+        q = np.where((q > 0) & (stats.binom.sf(q - 1, num_keys, p) <= delta_count), q - 1, q)
+    return np.clip(num_keys - q, 0, num_keys).astype(np.int64)
+
+
+# --- Theorem 5.1: attention collapse ----------------------------------------------
 
 
 def largest_entry_log_bound(sigma, num_keys: int, delta_scores, delta_normaliser) -> Array:

@@ -4,10 +4,12 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 
 import sparsity_theory as st
 from verify import cli, identities, lemma42, runner
+from verify.claims import claim_result
 
 TINY = {"lengths": (16, 48), "seeds": 2, "d": 4, "dense_max_n": 48}
 
@@ -131,9 +133,11 @@ def test_lemma42_a_check_without_power_fails_the_run(tiny_lemma, monkeypatch, tm
 
 
 def test_lemma42_summary_flags_a_violated_claim():
-    """Pooled failure counts far above delta are reported VIOLATED."""
-    cell = {"check": {"failures": 40, "trials": 300, "delta": 0.05, "p_value": 1e-9},
-            "looseness": {"median": 0.9, "worst": 1.5}}
-    rows = {r["claim"]: r for r in lemma42.summarise([({}, {"L4.2-P1": cell})])}
+    """Pooled failure counts far above delta are reported VIOLATED; no trials: UNTESTED."""
+    failed = np.arange(300) < 40
+    cell = claim_result(failed, np.where(failed, 0.4, -0.1), 0.05)
+    empty = claim_result(np.zeros(0, bool), np.zeros(0), 0.05)
+    rows = {r["claim"]: r for r in lemma42.summarise([({}, {"L4.2-P1": cell, "L4.2-P2": empty})])}
     assert rows["L4.2-P1"]["verdict"] == "VIOLATED" and rows["L4.2-P1"]["rate"] == 40 / 300
+    assert rows["L4.2-P2"]["verdict"] == "UNTESTED" and rows["L4.2-P2"]["checked"] == 0
     assert runner.FAILING_VERDICTS == ("VIOLATED", "MISSED")

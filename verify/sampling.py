@@ -1,0 +1,75 @@
+"""One query row per seed: the trials of the probabilistic suites.
+
+Each seed draws fresh inputs (weights fixed per cell), takes query row 0 and
+its keys (cross mode: an independent Y; self mode: the other n - 1 rows, with
+the diagonal score kept apart), so seeds are independent trials.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import numpy as np
+
+import sparsity_theory as st
+from sparsity_theory import bounds
+
+# Seeds are processed in chunks so that memory stays O(chunk * n) at large n.
+SEED_CHUNK_ELEMENTS = 2**24
+
+
+class RowScores(NamedTuple):
+    """Per seed: ``sigma`` (sigma_i), ``mean`` (mu_i), ``scores`` (row 0 against
+    its keys, shape (seeds, num_keys); self mode without the diagonal) and
+    ``diagonal`` (self mode: u_00, the score of the query against itself; None in
+    cross mode). NumPy arrays."""
+
+    sigma: np.ndarray
+    mean: np.ndarray
+    scores: np.ndarray
+    diagonal: Optional[np.ndarray]
+
+    def log_normaliser(self) -> np.ndarray:
+        """``log sum_j exp(u_0j)`` over the full row (self mode: diagonal included)."""
+        log_alpha = np.logaddexp.reduce(self.scores, axis=1)
+        if self.diagonal is not None:
+            log_alpha = np.logaddexp(log_alpha, self.diagonal)
+        return log_alpha
+
+
+def sample_row_scores(model, n: int, d: int, mode: str, seeds: int, seed_base: int,
+                      scale: float = 1.0, weight_scale: float = 1.0) -> RowScores:
+    """Row 0's scores for ``seeds`` independent draws of the inputs.
+
+    Weights are drawn once from ``seed_base`` (``gaussian_weights`` with entries
+    N(0, weight_scale^2 / d)); the inputs of seed s from the s-th key of
+    ``jax.random.split``. ``scale`` is the score scale lambda.
+    """
+    base = jax.random.PRNGKey(seed_base)
+    weights = st.gaussian_weights(jax.random.fold_in(base, 0), d, scale=weight_scale)
+
+    @jax.jit
+    def chunk(keys):
+        def one(key):
+            inp = st.sample_inputs(key, n, d, model, mode)
+            x = inp.x[0]
+            w = bounds.row_weight_vector(x, weights, scale)
+            others = inp.y[1:] if mode == "self" else inp.y
+            return (bounds.row_score_scale(x, weights, model, scale),
+                    bounds.row_score_mean(x, weights, model, scale), others @ w, inp.y[0] @ w)
+        return jax.vmap(one)(keys)
+
+    all_keys = jax.random.split(jax.random.fold_in(base, 1), seeds)
+    size = max(1, SEED_CHUNK_ELEMENTS // (n * max(d, 1)))
+    parts = [chunk(all_keys[i:i + size]) for i in range(0, seeds, size)]
+    sig, mu, u, diag = (np.concatenate([np.asarray(p[j]) for p in parts]) for j in range(4))
+    return RowScores(sig, mu, u, diag if mode == "self" else None)
+
+
+def sample_rows(model, n: int, d: int, mode: str, seeds: int, seed_base: int,
+                scale: float = 1.0):
+    """``(sigma_i, mu_i, scores)`` per seed, as in :func:`sample_row_scores` (self
+    mode drops the diagonal key, leaving n - 1 keys)."""
+    rows = sample_row_scores(model, n, d, mode, seeds, seed_base, scale)
+    return rows.sigma, rows.mean, rows.scores
