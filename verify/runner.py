@@ -13,10 +13,12 @@ import sys
 import time
 from types import ModuleType
 
-from verify import identities, lemma42
+from verify import identities, lemma42, theorem43, theorem51
 from verify.provenance import provenance
 
-SUITES: dict[str, ModuleType] = {identities.NAME: identities, lemma42.NAME: lemma42}
+SUITES: dict[str, ModuleType] = {
+    m.NAME: m for m in (identities, lemma42, theorem43, theorem51)
+}
 
 # Verdicts that fail a run: a claim broken by the data, or a planted wrong bound
 # that the check did not catch (a check without power).
@@ -72,6 +74,10 @@ def run(suite_names, preset: str, seeds: int | None, out_dir: str, progress: boo
         _progress(len(plan), len(plan), "done", started)
         sys.stderr.write("\n")
     verdicts = [row for s in suite_names for row in SUITES[s].summarise(per_suite[s])]
+    figures = []
+    for s in suite_names:
+        if hasattr(SUITES[s], "figures") and per_suite[s]:
+            figures += [dict(f, suite=s) for f in SUITES[s].figures(per_suite[s], out_dir)]
     results = {
         "preset": preset,
         "seeds_override": seeds,
@@ -79,6 +85,7 @@ def run(suite_names, preset: str, seeds: int | None, out_dir: str, progress: boo
         "provenance": provenance(),
         "cells": {s: [{"cell": c, "result": r} for c, r in per_suite[s]] for s in suite_names},
         "verdicts": verdicts,
+        "figures": figures,
         "cells_reused": reused,
         "seconds": time.time() - started,
     }
@@ -104,13 +111,13 @@ def _rate(v: dict) -> str:
 
 def verdict_table(verdicts: list[dict]) -> str:
     head = ("| suite | claim | verdict | failures / trials | failure rate [95% CI] vs delta "
-            "| p-value | median ratio | worst ratio | worst rel. diff |")
-    lines = [head, "|" + "---|" * 9]
+            "| p-value | median ratio | p99 ratio | worst ratio | worst rel. diff |")
+    lines = [head, "|" + "---|" * 10]
     for v in verdicts:
         lines.append(
             f"| {v['suite']} | {v['claim']} | **{v['verdict']}** | "
             f"{v['violations']} / {v['checked']} | {_rate(v)} | {_fmt(v.get('p_value'))} | "
-            f"{_fmt(v['median_of_cell_medians'])} | "
+            f"{_fmt(v['median_of_cell_medians'])} | {_fmt(v.get('worst_p99'))} | "
             f"{_fmt(v['worst_ratio'])} | {_fmt(v.get('worst_relative_difference'))} |"
         )
     return "\n".join(lines)
@@ -121,6 +128,8 @@ def markdown_report(results: dict) -> str:
     claims = "\n".join(
         f"- `{c}`: {text}" for s in results["suites"] for c, text in SUITES[s].CLAIMS.items()
     )
+    figures = "\n\n".join(f"![{f['caption']}]({f['path']})\n\n*{f['caption']}*"
+                            for f in results.get("figures", [])) or "(none)"
     return f"""# sparsity-verify report
 
 - preset: `{results['preset']}`; suites: {', '.join(results['suites'])}
@@ -133,7 +142,8 @@ def markdown_report(results: dict) -> str:
 
 Ratio = quantity / bound for upper bounds and bound / quantity for lower bounds:
 at most 1 when the inequality holds; the median is the median over cells of each
-cell's median. Exact facts (suite `identities`): a violation is a ratio above
+cell's median; p99 ratio is the largest over cells of each cell's 99th
+percentile. Exact facts (suite `identities`): a violation is a ratio above
 1 + 1e-9. Probabilistic claims: failures are trials (seeds) where the bound
 failed; the exact one-sided binomial test of "failure rate <= delta" gives the
 p-value (pooled over cells; each cell is also tested at alpha / cells); the
@@ -142,6 +152,10 @@ at rate up to delta. Claims ending in `-wrong` are planted wrong bounds: CAUGHT
 means the test has the power to reject them.
 
 {verdict_table(results['verdicts'])}
+
+## Figures
+
+{figures}
 
 ## Claims
 

@@ -38,16 +38,24 @@ class RowScores(NamedTuple):
         return log_alpha
 
 
+WEIGHTS = {"gaussian": st.gaussian_weights, "orthogonal": st.orthogonal_weights}
+
+
 def sample_row_scores(model, n: int, d: int, mode: str, seeds: int, seed_base: int,
-                      scale: float = 1.0, weight_scale: float = 1.0) -> RowScores:
+                      scale: float = 1.0, weight_scale: float = 1.0,
+                      weights: str = "gaussian") -> RowScores:
     """Row 0's scores for ``seeds`` independent draws of the inputs.
 
-    Weights are drawn once from ``seed_base`` (``gaussian_weights`` with entries
-    N(0, weight_scale^2 / d)); the inputs of seed s from the s-th key of
-    ``jax.random.split``. ``scale`` is the score scale lambda.
+    Weights are drawn once from ``seed_base``: ``gaussian`` (entries
+    N(0, weight_scale^2 / d)) or ``orthogonal`` (weight_scale times Haar
+    orthogonal, so that sigma_i = nu scale weight_scale^2 ||x_i||_2); the inputs
+    of seed s from the s-th key of ``jax.random.split``. ``scale`` is the score
+    scale lambda.
     """
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {sorted(WEIGHTS)}, got {weights!r}.")
     base = jax.random.PRNGKey(seed_base)
-    weights = st.gaussian_weights(jax.random.fold_in(base, 0), d, scale=weight_scale)
+    weights = WEIGHTS[weights](jax.random.fold_in(base, 0), d, scale=weight_scale)
 
     @jax.jit
     def chunk(keys):

@@ -1,0 +1,173 @@
+"""Suite ``theorem43``: Theorem 4.3 (attention is naturally sparse), both directions.
+
+Forward: at least k softmax entries of a row are at most ``eps_k = exp(t + eta)/n``
+(``bounds.small_entry_log_bound``); the checked quantity is the k-th smallest
+entry (self mode: the k-th smallest off-diagonal entry, normalised over the full
+row). Converse: for a given eps at least ``k_eps`` entries are at most eps
+(``bounds.guaranteed_small_entries``); the checked quantity is
+``#{j : s_ij <= eps}``. Each in the ``binomial`` (exact quantile) and
+``hoeffding`` forms, at delta = delta_count + delta_normaliser = 0.05.
+
+Trials: one query row per seed (``verify.sampling``). Every seed is evaluated
+at every k of a grid (and every eps of a grid) for the looseness and the
+figure, but the verdict counts one trial per seed, at the grid point assigned to
+it by its index (``seed mod grid size``): chosen before the data, so each trial
+fails with probability at most delta and the pooled count is a valid binomial
+test. Per-grid-point failure counts (each over all seeds, so also valid on its
+own) are kept in the cell results. Looseness: quantity/bound for the forward
+bound, bound/quantity (k_eps / count) for the converse, over every (seed, grid
+point) where the bound is not vacuous; the fraction of vacuous bounds (Hoeffding
+certifies nothing when n - k < sqrt(n ln(1/delta)/2)) is reported apart.
+
+``T4.3-wrong`` plants eps = exp(0.3 t + eta)/n (the binomial threshold scaled by
+0.3), which the data break at large k; the test must report it CAUGHT.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+import sparsity_theory as st
+from sparsity_theory import bounds
+from verify.claims import ALPHA, claim_result, summarise_claims
+from verify.sampling import sample_row_scores
+
+NAME = "theorem43"
+DELTA_COUNT = 0.025
+DELTA_NORMALISER = 0.025
+DELTA = DELTA_COUNT + DELTA_NORMALISER
+WRONG_FACTOR = 0.3
+K_FRACTIONS = (1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 15 / 16, 1.0)
+EPS_MULTIPLES = (2.0, 4.0, 8.0, 16.0, 64.0)  # eps = c / num_keys
+
+CLAIMS = {
+    "T4.3-binomial": "P(k-th smallest s_ij > exp(t + eta)/n) <= delta, t from the exact binomial quantile",
+    "T4.3-hoeffding": "the same with t from Hoeffding's count n p(t) + sqrt(n ln(1/delta_1)/2)",
+    "T4.3-converse-binomial": "P(#{j : s_ij <= eps} < k_eps) <= delta, k_eps from the binomial quantile",
+    "T4.3-converse-hoeffding": "the same with k_eps from Hoeffding's count",
+    "T4.3-wrong": f"planted wrong bound: eps = exp({WRONG_FACTOR} t + eta)/n (must be caught)",
+}
+
+PRESETS = {
+    "quick": {"lengths": (64, 1024), "seeds": 400, "d": 8},
+    "paper": {"lengths": (256, 1024, 4096), "seeds": 1000, "d": 64},
+    "large": {"lengths": (1024, 16384, 65536), "seeds": 1000, "d": 64},
+}
+
+MODELS = {
+    "gaussian": st.Gaussian(1.0),
+    "gaussian-shifted": st.Gaussian(1.0, mean=0.5),
+    "uniform": st.Uniform(1.0),
+    "rademacher": st.Rademacher(1.0),
+}
+
+
+def k_grid(num_keys: int) -> np.ndarray:
+    return np.unique([max(1, min(num_keys, round(f * num_keys))) for f in K_FRACTIONS])
+
+
+def eps_grid(num_keys: int) -> np.ndarray:
+    return np.minimum(1.0, np.asarray(EPS_MULTIPLES) / num_keys)
+
+
+def cells(preset: str, seeds: int | None = None) -> list[dict]:
+    p = PRESETS[preset]
+    combos = [(m, mode, n) for m in MODELS for mode in st.MODES for n in p["lengths"]]
+    return [
+        {"suite": NAME, "model": m, "mode": mode, "n": n, "d": p["d"],
+         "seeds": seeds or p["seeds"], "seed_base": 43000 + 1000 * i,
+         "score_scale": 1.0 / math.sqrt(p["d"]),
+         "delta_count": DELTA_COUNT, "delta_normaliser": DELTA_NORMALISER}
+        for i, (m, mode, n) in enumerate(combos)
+    ]
+
+
+def cell_id(cell: dict) -> str:
+    return f"{cell['model']}-{cell['mode']}-n{cell['n']}-d{cell['d']}-s{cell['seeds']}"
+
+
+def _assigned(values: np.ndarray) -> np.ndarray:
+    """Row s's value at its assigned grid point s mod grid size."""
+    seeds, size = values.shape
+    return values[np.arange(seeds), np.arange(seeds) % size]
+
+
+def _quantiles(x: np.ndarray) -> dict[str, list]:
+    """10%, 50% and 90% quantiles over seeds (axis 0), NaN left out."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column gives NaN
+        q10, q50, q90 = np.nanquantile(x, [0.1, 0.5, 0.9], axis=0)
+    return {"q10": q10.tolist(), "median": q50.tolist(), "q90": q90.tolist()}
+
+
+def _forward(log_entry: np.ndarray, log_eps: np.ndarray, delta: float) -> dict[str, Any]:
+    finite = np.isfinite(log_eps)
+    failed = log_entry > log_eps
+    return claim_result(_assigned(failed), np.where(finite, log_entry - log_eps, np.nan)[finite],
+                        delta, ALPHA, extra={
+                            "failures_per_grid_point": failed.sum(axis=0).tolist(),
+                            "vacuous_fraction": float(1.0 - finite.mean())})
+
+
+def _converse(count: np.ndarray, guaranteed: np.ndarray, delta: float) -> dict[str, Any]:
+    failed = count < guaranteed
+    useful = guaranteed > 0
+    with np.errstate(divide="ignore"):
+        log_ratio = np.log(guaranteed[useful]) - np.log(count[useful])
+    return claim_result(_assigned(failed), log_ratio, delta, ALPHA, extra={
+        "failures_per_grid_point": failed.sum(axis=0).tolist(),
+        "vacuous_fraction": float(1.0 - useful.mean()),
+        "guaranteed_median": np.median(guaranteed, axis=0).tolist()})
+
+
+def run_cell(cell: dict) -> dict[str, Any]:
+    d1, d2 = cell["delta_count"], cell["delta_normaliser"]
+    delta = d1 + d2
+    rows = sample_row_scores(MODELS[cell["model"]], cell["n"], cell["d"], cell["mode"],
+                             cell["seeds"], cell["seed_base"], scale=cell["score_scale"])
+    num_keys = rows.scores.shape[1]
+    log_entries = np.sort(rows.scores, axis=1) - rows.log_normaliser()[:, None]
+    ks, epss = k_grid(num_keys), eps_grid(num_keys)
+    log_entry_k = log_entries[:, ks - 1]
+
+    def forward_bounds(method):
+        return np.stack([bounds.small_entry_log_bound(rows.sigma, num_keys, int(k), d1, d2, method)
+                         for k in ks], axis=1)
+
+    log_eps = {m: forward_bounds(m) for m in bounds.COUNT_METHODS}
+    count = np.stack([np.sum(log_entries <= math.log(e), axis=1) for e in epss], axis=1)
+    guaranteed = {m: np.stack([bounds.guaranteed_small_entries(rows.sigma, num_keys, e, d1, d2, m)
+                               for e in epss], axis=1) for m in bounds.COUNT_METHODS}
+    eta = np.asarray(bounds.normaliser_deficit(rows.sigma, num_keys, d2))[:, None]
+    log_eps_wrong = WRONG_FACTOR * (log_eps["binomial"] - eta + math.log(num_keys)) + eta \
+        - math.log(num_keys)
+    result = {
+        "T4.3-binomial": _forward(log_entry_k, log_eps["binomial"], delta),
+        "T4.3-hoeffding": _forward(log_entry_k, log_eps["hoeffding"], delta),
+        "T4.3-converse-binomial": _converse(count, guaranteed["binomial"], delta),
+        "T4.3-converse-hoeffding": _converse(count, guaranteed["hoeffding"], delta),
+        "T4.3-wrong": _forward(log_entry_k, log_eps_wrong, delta),
+    }
+    # For the figure: n * (k-th smallest entry) and n * eps_k over k / n.
+    log_n = math.log(num_keys)
+    result["profile"] = {
+        "num_keys": num_keys, "k": ks.tolist(), "eps": epss.tolist(),
+        "log_n_entry": _quantiles(log_entry_k + log_n),
+        "log_n_eps": {m: _quantiles(np.where(np.isfinite(v), v + log_n, np.nan))
+                      for m, v in log_eps.items()},
+        "sigma": _quantiles(rows.sigma[:, None]),
+    }
+    return result
+
+
+def summarise(cell_results: list[tuple[dict, dict]]) -> list[dict]:
+    return summarise_claims(NAME, CLAIMS, cell_results, ALPHA)
+
+
+def figures(cell_results: list[tuple[dict, dict]], out_dir: str) -> list[dict]:
+    from verify import figures as fig
+    return [fig.theorem43_figure(cell_results, out_dir)]

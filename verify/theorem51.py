@@ -1,0 +1,133 @@
+"""Suite ``theorem51``: Theorem 5.1 (attention collapse) and the paper's Figure 1.
+
+Gaussian input (also shifted by a mean, which the softmax ignores), orthogonal
+weights and score scale ``SIGMA_TARGET / sqrt(d)``, so every row has sigma_i
+close to SIGMA_TARGET (``sigma_i = lambda ||x_i||_2``); n over a grid, several
+eps. One query row per seed (``verify.sampling``); self mode checks the
+off-diagonal entries with n - 1 keys, normalised over the full row.
+
+- ``T5.1``: rows meeting the collapse condition
+  ``ln(n eps) >= sigma_i sqrt(2 ln(n/delta_1)) + eta`` have no (off-diagonal)
+  entry above eps, failing with probability at most delta_1 + delta_2. Trials
+  are the seeds whose row meets the condition at the eps assigned to the seed
+  (``seed mod number of eps``, fixed before the data, so trials are independent
+  and each fails with probability <= delta). Looseness: largest entry / eps.
+- ``T5.1-max``: the bound behind it, ``max_j s_ij <= exp(t_1 + eta)/n``, on every
+  seed. Looseness: largest entry / bound.
+- ``T5.1-wrong``: the condition with its right-hand side scaled by 0.3, which
+  declares collapse too early; the test must report it CAUGHT.
+
+Figure 1: effective entries ``E(eps) = #{j : s_ij > eps}`` over the full row
+(diagonal included in self mode) against n, mean and 10-90% band over seeds,
+one line per eps, with ``n0(eps, sigma, delta)`` (``bounds.collapse_length`` at
+the median sigma of the run) marked.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+import sparsity_theory as st
+from sparsity_theory import bounds
+from verify.claims import ALPHA, claim_result, summarise_claims
+from verify.sampling import sample_row_scores
+
+NAME = "theorem51"
+DELTA_SCORES = 0.025
+DELTA_NORMALISER = 0.025
+DELTA = DELTA_SCORES + DELTA_NORMALISER
+SIGMA_TARGET = 0.5
+WRONG_FACTOR = 0.3
+EPS = (0.1, 0.03, 0.01, 0.003)
+
+CLAIMS = {
+    "T5.1": "rows meeting ln(n eps) >= sigma_i sqrt(2 ln(n/delta_1)) + eta: P(some s_ij > eps) <= delta",
+    "T5.1-max": "P(max_j s_ij > exp(sigma_i sqrt(2 ln(n/delta_1)) + eta) / n) <= delta",
+    "T5.1-wrong": f"planted wrong condition: ln(n eps) >= {WRONG_FACTOR} x right-hand side (must be caught)",
+}
+
+PRESETS = {
+    "quick": {"lengths": (16, 64, 256, 1024, 4096), "seeds": 200, "d": 32},
+    "paper": {"lengths": (16, 64, 256, 1024, 4096, 16384, 65536), "seeds": 1000, "d": 32},
+    "large": {"lengths": tuple(4**i for i in range(2, 11)), "seeds": 1000, "d": 32},
+}
+
+MODELS = {
+    "gaussian": st.Gaussian(1.0),
+    "gaussian-shifted": st.Gaussian(1.0, mean=0.5),
+}
+
+
+def cells(preset: str, seeds: int | None = None) -> list[dict]:
+    p = PRESETS[preset]
+    combos = [(m, mode, n) for m in MODELS for mode in st.MODES for n in p["lengths"]]
+    return [
+        {"suite": NAME, "model": m, "mode": mode, "n": n, "d": p["d"],
+         "seeds": seeds or p["seeds"], "seed_base": 51000 + 1000 * i,
+         "score_scale": SIGMA_TARGET / math.sqrt(p["d"]), "weights": "orthogonal",
+         "eps": list(EPS), "delta_scores": DELTA_SCORES, "delta_normaliser": DELTA_NORMALISER}
+        for i, (m, mode, n) in enumerate(combos)
+    ]
+
+
+def cell_id(cell: dict) -> str:
+    return f"{cell['model']}-{cell['mode']}-n{cell['n']}-d{cell['d']}-s{cell['seeds']}"
+
+
+def run_cell(cell: dict) -> dict[str, Any]:
+    d1, d2 = cell["delta_scores"], cell["delta_normaliser"]
+    delta = d1 + d2
+    eps = np.asarray(cell["eps"])
+    rows = sample_row_scores(MODELS[cell["model"]], cell["n"], cell["d"], cell["mode"],
+                             cell["seeds"], cell["seed_base"], scale=cell["score_scale"],
+                             weights=cell["weights"])
+    seeds, num_keys = rows.scores.shape
+    log_alpha = rows.log_normaliser()
+    log_max = rows.scores.max(axis=1) - log_alpha  # largest (off-diagonal) entry
+    log_eps = np.log(eps)
+    effective_off = np.stack([np.sum(rows.scores - log_alpha[:, None] > le, axis=1)
+                              for le in log_eps], axis=1)
+    effective = effective_off
+    if rows.diagonal is not None:
+        effective = effective_off + ((rows.diagonal - log_alpha)[:, None] > log_eps[None, :])
+    log_bound = np.asarray(bounds.largest_entry_log_bound(rows.sigma, num_keys, d1, d2))
+    assigned = np.arange(seeds) % eps.size
+    met = log_bound <= log_eps[assigned]  # collapse_condition at the assigned eps
+    rhs = log_bound + math.log(num_keys)  # sigma_i sqrt(2 ln(n/delta_1)) + eta
+    met_wrong = math.log(num_keys) + log_eps[assigned] >= WRONG_FACTOR * rhs
+    broke = effective_off[np.arange(seeds), assigned] > 0
+    gap = log_max - log_eps[assigned]
+    sigma_median = float(np.median(rows.sigma))
+    return {
+        "T5.1": claim_result(broke[met], gap[met], delta, ALPHA),
+        "T5.1-max": claim_result(log_max > log_bound, log_max - log_bound, delta, ALPHA),
+        "T5.1-wrong": claim_result(broke[met_wrong], gap[met_wrong], delta, ALPHA),
+        "profile": {
+            "n": cell["n"], "num_keys": num_keys, "eps": eps.tolist(),
+            "effective_mean": effective.mean(axis=0).tolist(),
+            "effective_q10": np.quantile(effective, 0.1, axis=0).tolist(),
+            "effective_q90": np.quantile(effective, 0.9, axis=0).tolist(),
+            "effective_off_diagonal_mean": effective_off.mean(axis=0).tolist(),
+            "condition_met_fraction": [float(np.mean(log_bound <= le)) for le in log_eps],
+            "sigma_median": sigma_median,
+            "sigma_q10": float(np.quantile(rows.sigma, 0.1)),
+            "sigma_q90": float(np.quantile(rows.sigma, 0.9)),
+        },
+    }
+
+
+def collapse_lengths(sigma: float, eps=EPS) -> list:
+    """n0(eps, sigma, delta_1, delta_2) for each eps (None beyond 2^62)."""
+    return [bounds.collapse_length(e, sigma, DELTA_SCORES, DELTA_NORMALISER) for e in eps]
+
+
+def summarise(cell_results: list[tuple[dict, dict]]) -> list[dict]:
+    return summarise_claims(NAME, CLAIMS, cell_results, ALPHA)
+
+
+def figures(cell_results: list[tuple[dict, dict]], out_dir: str) -> list[dict]:
+    from verify import figures as fig
+    return [fig.figure1(cell_results, out_dir)]
