@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import sparsity_theory as st
-from verify import cli, identities, lemma42, runner
+from verify import cli, identities, lemma42, runner, theorem43, theorem51
 from verify.claims import claim_result
 
 TINY = {"lengths": (16, 48), "seeds": 2, "d": 4, "dense_max_n": 48}
@@ -141,3 +141,53 @@ def test_lemma42_summary_flags_a_violated_claim():
     assert rows["L4.2-P1"]["verdict"] == "VIOLATED" and rows["L4.2-P1"]["rate"] == 40 / 300
     assert rows["L4.2-P2"]["verdict"] == "UNTESTED" and rows["L4.2-P2"]["checked"] == 0
     assert runner.FAILING_VERDICTS == ("VIOLATED", "MISSED")
+
+
+@pytest.fixture
+def tiny_theorems(monkeypatch):
+    monkeypatch.setitem(theorem43.PRESETS, "quick", {"lengths": (64,), "seeds": 300, "d": 4})
+    monkeypatch.setattr(theorem43, "MODELS", {"gaussian": st.Gaussian(1.0)})
+    monkeypatch.setitem(theorem51.PRESETS, "quick", {"lengths": (64, 512), "seeds": 300, "d": 16})
+    monkeypatch.setattr(theorem51, "MODELS", {"gaussian": st.Gaussian(1.0)})
+
+
+def test_theorem_suites_verdicts_figures_and_report(tiny_theorems, tmp_path, capsys):
+    out = str(tmp_path / "thm")
+    assert cli.main(["run", "theorem43", "theorem51", "--out", out, "--no-progress"]) == 0
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    verdicts = {v["claim"]: v for v in results["verdicts"]}
+    for claim in ("T4.3-binomial", "T4.3-hoeffding", "T4.3-converse-binomial",
+                  "T4.3-converse-hoeffding", "T5.1", "T5.1-max"):
+        v = verdicts[claim]
+        assert v["verdict"] == "HOLDS" and v["checked"] > 0, claim
+        assert 0 <= v["ci_low"] <= v["rate"] <= v["ci_high"] <= 1
+        assert 0 < v["median_of_cell_medians"] <= v["worst_ratio"] <= 1, claim
+    assert verdicts["T4.3-binomial"]["checked"] == 600  # 2 modes x 300 seeds, one trial each
+    assert verdicts["T4.3-wrong"]["verdict"] == "CAUGHT"
+    assert verdicts["T5.1-wrong"]["verdict"] == "CAUGHT"
+    # The figures are real PNG files and the report shows them.
+    report = open(os.path.join(out, "report.md")).read()
+    assert {f["suite"] for f in results["figures"]} == {"theorem43", "theorem51"}
+    for fig in results["figures"]:
+        with open(os.path.join(out, fig["path"]), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        assert f"]({fig['path']})" in report
+    # Figure 1's data: past their peak (n ~ 1/eps), effective entries fall with n
+    # (Theorem 5.1): eps = 0.1 and 0.03 from n = 64 to 512.
+    profiles = sorted((c["n"], r["profile"]) for c, r in
+                      ((x["cell"], x["result"]) for x in results["cells"]["theorem51"])
+                      if c["mode"] == "cross")
+    (_, small), (_, large) = profiles
+    assert small["eps"][:2] == [0.1, 0.03]
+    assert small["effective_mean"][1] > large["effective_mean"][1]
+    assert large["effective_mean"][0] == large["effective_mean"][1] == 0.0  # collapsed
+
+
+def test_theorem43_wrong_bound_made_valid_is_missed(tiny_theorems, monkeypatch, tmp_path):
+    monkeypatch.setattr(theorem43, "WRONG_FACTOR", 1.0)
+    out = str(tmp_path / "t43")
+    assert cli.main(["run", "theorem43", "--out", out, "--no-progress"]) == 1
+    with open(os.path.join(out, "results.json")) as f:
+        verdicts = {v["claim"]: v["verdict"] for v in json.load(f)["verdicts"]}
+    assert verdicts["T4.3-wrong"] == "MISSED"
