@@ -139,6 +139,11 @@ def test_lemma42_summary_flags_a_violated_claim():
     empty = claim_result(np.zeros(0, bool), np.zeros(0), 0.05)
     rows = {r["claim"]: r for r in lemma42.summarise([({}, {"L4.2-P1": cell, "L4.2-P2": empty})])}
     assert rows["L4.2-P1"]["verdict"] == "VIOLATED" and rows["L4.2-P1"]["rate"] == 40 / 300
+    # The sequential test sees the 40 failures first and stops early.
+    assert rows["L4.2-P1"]["sprt_verdict"] == "VIOLATED" and rows["L4.2-P1"]["sprt_trials"] <= 40
+    valid = claim_result(np.arange(300) % 100 == 0, np.full(300, -0.5), 0.05)
+    row = lemma42.summarise([({}, {"L4.2-P1": valid})])[0]
+    assert row["sprt_verdict"] == "HOLDS" and row["sprt_trials"] < 300
     assert rows["L4.2-P2"]["verdict"] == "UNTESTED" and rows["L4.2-P2"]["checked"] == 0
     assert runner.FAILING_VERDICTS == ("VIOLATED", "MISSED")
 

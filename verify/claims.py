@@ -9,7 +9,11 @@ pools a claim's cells into one verdict row:
   (valid: a sum of independent binomials with rates <= delta is stochastically
   below Binomial(total, delta));
 - each cell is also tested on its own at alpha / number of cells (Bonferroni);
-- a claim is VIOLATED if either rejects, UNTESTED if no cell had a trial.
+- a claim is VIOLATED if either rejects, UNTESTED if no cell had a trial;
+- Wald's SPRT (``H0: p = delta`` against ``H1: p = 2 delta``, error rates
+  alpha and 1e-3) is run on the trials in the order they were run (cells in
+  order, seeds in order) and reports where it would have stopped: how many
+  seeds a sequential sweep needs to decide the claim.
   Claims whose id ends in ``-wrong`` plant a wrong bound: the same test must
   reject them (CAUGHT), else MISSED, which shows a check without power.
 """
@@ -20,9 +24,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from verify.statistics import binomial_check, looseness_from_logs
+from verify.statistics import binomial_check, looseness_from_logs, sprt
 
 ALPHA = 1e-6
+# Wald's SPRT alongside: H1 is a failure rate of SPRT_FACTOR x delta.
+SPRT_FACTOR = 2.0
+SPRT_BETA = 1e-3
 
 
 def claim_result(failed, log_ratio, delta: float, alpha: float = ALPHA,
@@ -36,6 +43,7 @@ def claim_result(failed, log_ratio, delta: float, alpha: float = ALPHA,
     log_ratio = log_ratio[~np.isnan(log_ratio)]
     result = {
         "failures": failures, "trials": trials, "delta": float(delta), "check": check,
+        "failed_trials": np.flatnonzero(failed).tolist(),
         "looseness": looseness_from_logs(log_ratio).to_dict() if log_ratio.size else None,
     }
     if extra:
@@ -64,6 +72,9 @@ def summarise_claims(suite: str, claims: dict[str, str], cell_results: list[tupl
             verdict = "CAUGHT" if rejected else "MISSED"
         else:
             verdict = "VIOLATED" if rejected else "HOLDS"
+        stream = np.concatenate([np.isin(np.arange(p["trials"]), p["failed_trials"])
+                                 for p in parts]) if trials else np.zeros(0)
+        seq = sprt(stream, delta, SPRT_FACTOR, alpha, SPRT_BETA) if trials else None
         loose = [p["looseness"] for p in parts if p["looseness"]]
         medians = [x["median"] for x in loose if x["median"] is not None]
         p99 = [x["p99"] for x in loose if x.get("p99") is not None]
@@ -76,6 +87,8 @@ def summarise_claims(suite: str, claims: dict[str, str], cell_results: list[tupl
             "ci_low": pooled.ci_low if pooled else None,
             "ci_high": pooled.ci_high if pooled else None,
             "cells_rejected": cells_rejected, "cells": len(parts),
+            "sprt_verdict": seq.verdict if seq else None,
+            "sprt_trials": seq.trials_used if seq else None,
             "median_of_cell_medians": float(np.median(medians)) if medians else None,
             "worst_p99": max(p99) if p99 else None,
             "worst_ratio": max(worst) if worst else None,

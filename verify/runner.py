@@ -109,14 +109,20 @@ def _rate(v: dict) -> str:
     return f"{v['rate']:.4g} [{v['ci_low']:.3g}, {v['ci_high']:.3g}] vs {v['delta']:.3g}"
 
 
+def _sprt(v: dict) -> str:
+    if v.get("sprt_verdict") is None:
+        return "-"
+    return f"{v['sprt_verdict']} ({v['sprt_trials']})"
+
+
 def verdict_table(verdicts: list[dict]) -> str:
     head = ("| suite | claim | verdict | failures / trials | failure rate [95% CI] vs delta "
-            "| p-value | median ratio | p99 ratio | worst ratio | worst rel. diff |")
-    lines = [head, "|" + "---|" * 10]
+            "| p-value | SPRT (trials) | median ratio | p99 ratio | worst ratio | worst rel. diff |")
+    lines = [head, "|" + "---|" * 11]
     for v in verdicts:
         lines.append(
             f"| {v['suite']} | {v['claim']} | **{v['verdict']}** | "
-            f"{v['violations']} / {v['checked']} | {_rate(v)} | {_fmt(v.get('p_value'))} | "
+            f"{v['violations']} / {v['checked']} | {_rate(v)} | {_fmt(v.get('p_value'))} | {_sprt(v)} | "
             f"{_fmt(v['median_of_cell_medians'])} | {_fmt(v.get('worst_p99'))} | "
             f"{_fmt(v['worst_ratio'])} | {_fmt(v.get('worst_relative_difference'))} |"
         )
@@ -143,7 +149,8 @@ def markdown_report(results: dict) -> str:
 Ratio = quantity / bound for upper bounds and bound / quantity for lower bounds:
 at most 1 when the inequality holds; the median is the median over cells of each
 cell's median; p99 ratio is the largest over cells of each cell's 99th
-percentile. Exact facts (suite `identities`): a violation is a ratio above
+percentile. SPRT: Wald's sequential test of delta against 2 delta on the
+trials in run order, and the trial at which it decided. Exact facts (suite `identities`): a violation is a ratio above
 1 + 1e-9. Probabilistic claims: failures are trials (seeds) where the bound
 failed; the exact one-sided binomial test of "failure rate <= delta" gives the
 p-value (pooled over cells; each cell is also tested at alpha / cells); the
