@@ -22,6 +22,7 @@ import numpy as np
 from scipy.spatial.distance import pdist
 
 import sparsity_theory as st
+from verify.sampling import STANDARD_MODELS
 
 NAME = "identities"
 
@@ -42,12 +43,7 @@ PRESETS = {
     "large": {"lengths": (1024, 4096, 16384), "seeds": 32, "d": 64, "dense_max_n": 1024},
 }
 
-MODELS = {
-    "gaussian": st.Gaussian(1.0),
-    "gaussian-shifted": st.Gaussian(1.0, mean=0.5),
-    "uniform": st.Uniform(1.0),
-    "rademacher": st.Rademacher(1.0),
-}
+MODELS = dict(STANDARD_MODELS)
 
 TOLERANCE = 1e-9  # relative slack for rounding in an exact inequality
 

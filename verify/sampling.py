@@ -15,6 +15,15 @@ import numpy as np
 import sparsity_theory as st
 from sparsity_theory import bounds
 
+# The input models the suites sweep by default: centred and shifted Gaussian,
+# bounded Uniform and Rademacher (docs/definitions.md gives their proxies).
+STANDARD_MODELS = {
+    "gaussian": st.Gaussian(1.0),
+    "gaussian-shifted": st.Gaussian(1.0, mean=0.5),
+    "uniform": st.Uniform(1.0),
+    "rademacher": st.Rademacher(1.0),
+}
+
 # Seeds are processed in chunks so that memory stays O(chunk * n) at large n.
 SEED_CHUNK_ELEMENTS = 2**24
 

@@ -34,7 +34,7 @@ import numpy as np
 import sparsity_theory as st
 from sparsity_theory import bounds
 from verify.claims import ALPHA, claim_result, summarise_claims
-from verify.sampling import sample_row_scores
+from verify.sampling import STANDARD_MODELS, sample_row_scores
 
 NAME = "theorem43"
 DELTA_COUNT = 0.025
@@ -58,12 +58,7 @@ PRESETS = {
     "large": {"lengths": (1024, 16384, 65536), "seeds": 1000, "d": 64},
 }
 
-MODELS = {
-    "gaussian": st.Gaussian(1.0),
-    "gaussian-shifted": st.Gaussian(1.0, mean=0.5),
-    "uniform": st.Uniform(1.0),
-    "rademacher": st.Rademacher(1.0),
-}
+MODELS = dict(STANDARD_MODELS)
 
 
 def k_grid(num_keys: int) -> np.ndarray:
