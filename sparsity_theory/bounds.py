@@ -11,7 +11,13 @@ same for every key, and conditional on x_i the centred scores are independent
 and sub-Gaussian with proxy ``sigma_i^2 = nu^2 ||w_i||_2^2``.
 
 Self attention: for j != i the same holds with the n - 1 keys other than i;
-pass ``num_keys = n - 1`` and leave the diagonal out of the checked quantity.
+pass ``num_keys = num_independent_keys(n, "self") = n - 1`` and leave the
+diagonal out of the checked quantity.
+
+Row-free forms: every bound here is increasing in sigma (eps_k, thresholds,
+the largest-entry bound) or decreasing (the guaranteed count, the normaliser
+bound), so passing ``gamma = row_free_score_scale(...) >= sigma_i`` in place of
+sigma_i gives the row-free form, valid for every row at once.
 """
 
 from __future__ import annotations
@@ -62,6 +68,20 @@ def row_free_score_scale(weights: AttentionWeights, model: InputModel, d: int,
         raise ValueError(f"{model!r} has no almost-sure bound R: the row-free gamma needs one.")
     spectral = float(np.linalg.norm(np.asarray(weights.score_matrix), 2))
     return math.sqrt(model.variance_proxy) * abs(scale) * spectral * bound * math.sqrt(d)
+
+
+def num_independent_keys(n: int, mode: str) -> int:
+    """The number of keys the bounds count for a row of an n-key attention:
+    n in cross mode, n - 1 in self mode (the diagonal key is the query itself, so
+    its score is not sub-Gaussian given x_i; the bounds cover the off-diagonal
+    entries and the diagonal only enlarges the normaliser)."""
+    n = _checks.check_int(n, "n")
+    if mode not in ("self", "cross"):
+        raise ValueError(f"mode must be 'self' or 'cross', got {mode!r}.")
+    keys = n - 1 if mode == "self" else n
+    if keys < 1:
+        raise ValueError(f"{mode} mode needs n >= {2 if mode == 'self' else 1}, got {n}.")
+    return keys
 
 
 def _check_common(num_keys, delta) -> int:

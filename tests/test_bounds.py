@@ -174,3 +174,33 @@ def test_collapse_length_is_the_threshold():
     assert bounds.collapse_length(1e-2, 50.0, 0.05, 0.05, max_length=2**40) is None
     with pytest.raises(ValueError, match="eps"):
         bounds.collapse_length(0.0, 1.0, 0.05, 0.05)
+
+
+def test_num_independent_keys():
+    assert bounds.num_independent_keys(10, "cross") == 10
+    assert bounds.num_independent_keys(10, "self") == 9
+    with pytest.raises(ValueError, match="mode"):
+        bounds.num_independent_keys(10, "both")
+    with pytest.raises(ValueError, match="n >= 2"):
+        bounds.num_independent_keys(1, "self")
+
+
+def test_row_free_gamma_gives_weaker_valid_bounds():
+    """gamma >= sigma_i for every row of a bounded model, and every bound is
+    monotone in sigma, so the row-free forms are the per-row forms at gamma."""
+    model, d, n = st.Uniform(1.0, mean=0.2), 6, 128
+    weights = st.gaussian_weights(jax.random.PRNGKey(3), d)
+    x = model.sample(jax.random.PRNGKey(4), (200, d))
+    sigma = np.asarray(jax.vmap(lambda r: bounds.row_score_scale(r, weights, model))(x))
+    gamma = bounds.row_free_score_scale(weights, model, d)
+    assert np.all(sigma <= gamma)
+    args = (0.025, 0.025)
+    for k in (1, n // 2, n):
+        assert np.all(bounds.small_entry_log_bound(sigma, n, k, *args)
+                      <= bounds.small_entry_log_bound(gamma, n, k, *args))
+    assert np.all(bounds.guaranteed_small_entries(sigma, n, 4 / n, *args)
+                  >= bounds.guaranteed_small_entries(gamma, n, 4 / n, *args))
+    assert np.all(np.asarray(bounds.largest_entry_log_bound(sigma, n, *args))
+                  <= float(bounds.largest_entry_log_bound(gamma, n, *args)))
+    assert np.all(np.asarray(bounds.log_normaliser_lower_bound(sigma, n, 0.05))
+                  >= float(bounds.log_normaliser_lower_bound(gamma, n, 0.05)))
