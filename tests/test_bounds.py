@@ -16,7 +16,7 @@ from scipy import stats
 
 import sparsity_theory as st
 from sparsity_theory import bounds
-from verify.lemma42 import sample_rows
+from verify.sampling import sample_rows
 from verify.statistics import binomial_check, looseness, looseness_from_logs
 
 SEEDS = 1000

@@ -22,7 +22,7 @@ import numpy as np
 import sparsity_theory as st
 from sparsity_theory import bounds
 from verify.claims import ALPHA, claim_result, summarise_claims
-from verify.sampling import STANDARD_MODELS, sample_rows  # noqa: F401  (re-exported for the tests)
+from verify.sampling import STANDARD_MODELS, sample_row_scores
 
 NAME = "lemma42"
 DELTA = 0.05
@@ -62,13 +62,19 @@ def cell_id(cell: dict) -> str:
 def run_cell(cell: dict) -> dict[str, Any]:
     model = MODELS[cell["model"]]
     delta = cell["delta"]
-    sig, mu, u = sample_rows(model, cell["n"], cell["d"], cell["mode"], cell["seeds"],
-                             cell["seed_base"])
-    num_keys = u.shape[1]
-    deviation = np.max(np.abs(u - mu[:, None]), axis=1)
+
+    def summary(rows):
+        u = rows.scores
+        return {"sigma": rows.sigma, "mean": rows.mean, "spread": u.max(axis=1) - u.min(axis=1),
+                "deviation": np.max(np.abs(u - rows.mean[:, None]), axis=1),
+                "log_alpha": np.logaddexp.reduce(u, axis=1)}  # over the n - 1 keys in self mode
+
+    s = sample_row_scores(model, cell["n"], cell["d"], cell["mode"], cell["seeds"],
+                          cell["seed_base"], summary=summary)
+    sig, mu, deviation, spread, log_alpha = (s[k] for k in ("sigma", "mean", "deviation",
+                                                            "spread", "log_alpha"))
+    num_keys = bounds.num_independent_keys(cell["n"], cell["mode"])
     t = np.asarray(bounds.score_deviation_bound(sig, num_keys, delta))
-    spread = u.max(axis=1) - u.min(axis=1)
-    log_alpha = np.logaddexp.reduce(u, axis=1)
     lower = np.asarray(bounds.log_normaliser_lower_bound(sig, num_keys, delta, mu))
     wrong_lower = math.log(num_keys) + mu + sig**2
     return {

@@ -7,7 +7,7 @@ the diagonal score kept apart), so seeds are independent trials.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -52,8 +52,14 @@ WEIGHTS = {"gaussian": st.gaussian_weights, "orthogonal": st.orthogonal_weights}
 
 def sample_row_scores(model, n: int, d: int, mode: str, seeds: int, seed_base: int,
                       scale: float = 1.0, weight_scale: float = 1.0,
-                      weights: str = "gaussian") -> RowScores:
+                      weights: str = "gaussian",
+                      summary: Optional[Callable[[RowScores], dict]] = None):
     """Row 0's scores for ``seeds`` independent draws of the inputs.
+
+    Without ``summary``, returns the :class:`RowScores` of all seeds (memory
+    O(seeds x n)). With it, applies ``summary`` to the RowScores of each chunk of
+    seeds and returns its per-seed arrays concatenated over chunks (a dict), so
+    memory stays O(chunk x n) however many seeds: what large-n sweeps need.
 
     Weights are drawn once from ``seed_base``: ``gaussian`` (entries
     N(0, weight_scale^2 / d)) or ``orthogonal`` (weight_scale times Haar
@@ -79,9 +85,18 @@ def sample_row_scores(model, n: int, d: int, mode: str, seeds: int, seed_base: i
 
     all_keys = jax.random.split(jax.random.fold_in(base, 1), seeds)
     size = max(1, SEED_CHUNK_ELEMENTS // (n * max(d, 1)))
-    parts = [chunk(all_keys[i:i + size]) for i in range(0, seeds, size)]
-    sig, mu, u, diag = (np.concatenate([np.asarray(p[j]) for p in parts]) for j in range(4))
-    return RowScores(sig, mu, u, diag if mode == "self" else None)
+
+    def rows_of(keys) -> RowScores:
+        sig, mu, u, diag = (np.asarray(a) for a in chunk(keys))
+        return RowScores(sig, mu, u, diag if mode == "self" else None)
+
+    starts = range(0, seeds, size)
+    if summary is None:
+        parts = [rows_of(all_keys[i:i + size]) for i in starts]
+        return RowScores(*(None if parts[0][j] is None else np.concatenate([p[j] for p in parts])
+                           for j in range(4)))
+    parts = [summary(rows_of(all_keys[i:i + size])) for i in starts]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def sample_rows(model, n: int, d: int, mode: str, seeds: int, seed_base: int,

@@ -122,22 +122,28 @@ def _converse(count: np.ndarray, guaranteed: np.ndarray, delta: float) -> dict[s
 def run_cell(cell: dict) -> dict[str, Any]:
     d1, d2 = cell["delta_count"], cell["delta_normaliser"]
     delta = d1 + d2
-    rows = sample_row_scores(MODELS[cell["model"]], cell["n"], cell["d"], cell["mode"],
-                             cell["seeds"], cell["seed_base"], scale=cell["score_scale"])
-    num_keys = rows.scores.shape[1]
-    log_entries = np.sort(rows.scores, axis=1) - rows.log_normaliser()[:, None]
+    num_keys = bounds.num_independent_keys(cell["n"], cell["mode"])
     ks, epss = k_grid(num_keys), eps_grid(num_keys)
-    log_entry_k = log_entries[:, ks - 1]
+
+    def summary(rows):
+        log_entries = np.sort(rows.scores, axis=1) - rows.log_normaliser()[:, None]
+        return {"sigma": rows.sigma, "log_entry_k": log_entries[:, ks - 1],
+                "count": np.stack([np.sum(log_entries <= math.log(e), axis=1) for e in epss],
+                                  axis=1)}
+
+    s = sample_row_scores(MODELS[cell["model"]], cell["n"], cell["d"], cell["mode"],
+                          cell["seeds"], cell["seed_base"], scale=cell["score_scale"],
+                          summary=summary)
+    sigma, log_entry_k, count = s["sigma"], s["log_entry_k"], s["count"]
 
     def forward_bounds(method):
-        return np.stack([bounds.small_entry_log_bound(rows.sigma, num_keys, int(k), d1, d2, method)
+        return np.stack([bounds.small_entry_log_bound(sigma, num_keys, int(k), d1, d2, method)
                          for k in ks], axis=1)
 
     log_eps = {m: forward_bounds(m) for m in bounds.COUNT_METHODS}
-    count = np.stack([np.sum(log_entries <= math.log(e), axis=1) for e in epss], axis=1)
-    guaranteed = {m: np.stack([bounds.guaranteed_small_entries(rows.sigma, num_keys, e, d1, d2, m)
+    guaranteed = {m: np.stack([bounds.guaranteed_small_entries(sigma, num_keys, e, d1, d2, m)
                                for e in epss], axis=1) for m in bounds.COUNT_METHODS}
-    eta = np.asarray(bounds.normaliser_deficit(rows.sigma, num_keys, d2))[:, None]
+    eta = np.asarray(bounds.normaliser_deficit(sigma, num_keys, d2))[:, None]
     log_eps_wrong = WRONG_FACTOR * (log_eps["binomial"] - eta + math.log(num_keys)) + eta \
         - math.log(num_keys)
     result = {
@@ -154,7 +160,7 @@ def run_cell(cell: dict) -> dict[str, Any]:
         "log_n_entry": _quantiles(log_entry_k + log_n),
         "log_n_eps": {m: _quantiles(np.where(np.isfinite(v), v + log_n, np.nan))
                       for m, v in log_eps.items()},
-        "sigma": _quantiles(rows.sigma[:, None]),
+        "sigma": _quantiles(sigma[:, None]),
     }
     return result
 
