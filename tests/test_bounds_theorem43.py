@@ -307,7 +307,7 @@ def test_theorem_4_3_converse_holds_at_stated_probability(name):
     sig, log_entries = _sample(name)
     num_keys = log_entries.shape[1]
     for method in METHODS:
-        useful_fraction = []
+        useful_fraction, medians = [], []
         for c in (2, 4, 16):
             eps = c / num_keys
             count = np.sum(log_entries <= math.log(eps), axis=1)
@@ -317,9 +317,13 @@ def test_theorem_4_3_converse_holds_at_stated_probability(name):
             useful = guaranteed > 0
             useful_fraction.append(useful.mean())
             if useful.sum() >= 100:
-                # Looseness: guaranteed count over the actual count.
+                # Looseness: guaranteed count over the actual count. It can be
+                # exactly 1 at large eps, where nearly every entry is small and
+                # the converse certifies all of them.
                 loose = looseness_from_logs(np.log(guaranteed[useful]) - np.log(count[useful]))
-                assert 0 < loose.median < 1, (method, c, loose)
+                assert 0 < loose.median <= 1, (method, c, loose)
+                medians.append(loose.median)
+        assert min(medians) < 1  # informative, not only trivially exact
         assert max(useful_fraction) > 0.95  # the converse says something on almost every row
         assert useful_fraction == sorted(useful_fraction)  # and more as eps grows
 

@@ -7,6 +7,7 @@ the diagonal score kept apart), so seeds are independent trials.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -50,6 +51,20 @@ class RowScores(NamedTuple):
 WEIGHTS = {"gaussian": st.gaussian_weights, "orthogonal": st.orthogonal_weights}
 
 
+@functools.partial(jax.jit, static_argnames=("model", "n", "d", "mode", "scale"))
+def _row_chunk(keys, weights, model, n: int, d: int, mode: str, scale: float):
+    """(sigma, mu, scores, diagonal score) of row 0 for each key; compiled once per
+    configuration (weights are traced, so a new seed_base does not recompile)."""
+    def one(key):
+        inp = st.sample_inputs(key, n, d, model, mode)
+        x = inp.x[0]
+        w = bounds.row_weight_vector(x, weights, scale)
+        others = inp.y[1:] if mode == "self" else inp.y
+        return (bounds.row_score_scale(x, weights, model, scale),
+                bounds.row_score_mean(x, weights, model, scale), others @ w, inp.y[0] @ w)
+    return jax.vmap(one)(keys)
+
+
 def sample_row_scores(model, n: int, d: int, mode: str, seeds: int, seed_base: int,
                       scale: float = 1.0, weight_scale: float = 1.0,
                       weights: str = "gaussian",
@@ -72,17 +87,8 @@ def sample_row_scores(model, n: int, d: int, mode: str, seeds: int, seed_base: i
     base = jax.random.PRNGKey(seed_base)
     weights = WEIGHTS[weights](jax.random.fold_in(base, 0), d, scale=weight_scale)
 
-    @jax.jit
     def chunk(keys):
-        def one(key):
-            inp = st.sample_inputs(key, n, d, model, mode)
-            x = inp.x[0]
-            w = bounds.row_weight_vector(x, weights, scale)
-            others = inp.y[1:] if mode == "self" else inp.y
-            return (bounds.row_score_scale(x, weights, model, scale),
-                    bounds.row_score_mean(x, weights, model, scale), others @ w, inp.y[0] @ w)
-        return jax.vmap(one)(keys)
-
+        return _row_chunk(keys, weights, model, n, d, mode, float(scale))
     all_keys = jax.random.split(jax.random.fold_in(base, 1), seeds)
     size = max(1, SEED_CHUNK_ELEMENTS // (n * max(d, 1)))
 
