@@ -102,10 +102,9 @@ def _quantiles(x: np.ndarray) -> dict[str, list]:
 def _forward(log_entry: np.ndarray, log_eps: np.ndarray, delta: float) -> dict[str, Any]:
     finite = np.isfinite(log_eps)
     failed = log_entry > log_eps
-    return claim_result(_assigned(failed), np.where(finite, log_entry - log_eps, np.nan)[finite],
-                        delta, ALPHA, extra={
-                            "failures_per_grid_point": failed.sum(axis=0).tolist(),
-                            "vacuous_fraction": float(1.0 - finite.mean())})
+    return claim_result(_assigned(failed), (log_entry - log_eps)[finite], delta, ALPHA, extra={
+        "failures_per_grid_point": failed.sum(axis=0).tolist(),
+        "vacuous_fraction": float(1.0 - finite.mean())})
 
 
 def _converse(count: np.ndarray, guaranteed: np.ndarray, delta: float) -> dict[str, Any]:
