@@ -12,6 +12,7 @@ import jax as _jax
 _jax.config.update("jax_enable_x64", True)
 
 from sparsity_theory import bounds  # noqa: E402  (Lemma 4.2 etc.: st.bounds.*)
+from sparsity_theory import windows  # noqa: E402  (window strategies, Claim 7.1: st.windows.*)
 from sparsity_theory.attention import (  # noqa: E402
     attention_logits,
     attention_matrix,
@@ -89,4 +90,5 @@ __all__ = [
     "tail_mass",
     "top_k_indices",
     "top_k_mask",
+    "windows",
 ]
