@@ -14,8 +14,9 @@ pools a claim's cells into one verdict row:
   alpha and 1e-3) is run on the trials in the order they were run (cells in
   order, seeds in order) and reports where it would have stopped: how many
   seeds a sequential sweep needs to decide the claim.
-  Claims whose id ends in ``-wrong`` plant a wrong bound: the same test must
-  reject them (CAUGHT), else MISSED, which shows a check without power.
+
+Claims whose id ends in ``-wrong`` plant a wrong bound: the same test must
+reject them (CAUGHT), else MISSED, which shows a check without power.
 """
 
 from __future__ import annotations

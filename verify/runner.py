@@ -150,8 +150,8 @@ Ratio = quantity / bound for upper bounds and bound / quantity for lower bounds:
 at most 1 when the inequality holds; the median is the median over cells of each
 cell's median; p99 ratio is the largest over cells of each cell's 99th
 percentile. SPRT: Wald's sequential test of delta against 2 delta on the
-trials in run order, and the trial at which it decided. Exact facts (suite `identities`): a violation is a ratio above
-1 + 1e-9. Probabilistic claims: failures are trials (seeds) where the bound
+trials in run order, and the trial at which it decided. Exact facts (suite
+`identities`): a violation is a ratio above 1 + 1e-9. Probabilistic claims: failures are trials (seeds) where the bound
 failed; the exact one-sided binomial test of "failure rate <= delta" gives the
 p-value (pooled over cells; each cell is also tested at alpha / cells); the
 verdict is VIOLATED at p < alpha = 1e-6. A failure count above zero is expected

@@ -142,9 +142,11 @@ def run_cell(cell: dict) -> dict[str, Any]:
     log_eps = {m: forward_bounds(m) for m in bounds.COUNT_METHODS}
     guaranteed = {m: np.stack([bounds.guaranteed_small_entries(sigma, num_keys, e, d1, d2, m)
                                for e in epss], axis=1) for m in bounds.COUNT_METHODS}
+    log_n = math.log(num_keys)
     eta = np.asarray(bounds.normaliser_deficit(sigma, num_keys, d2))[:, None]
-    log_eps_wrong = WRONG_FACTOR * (log_eps["binomial"] - eta + math.log(num_keys)) + eta \
-        - math.log(num_keys)
+    t = np.stack([bounds.small_entry_score_threshold(sigma, num_keys, int(k), d1) for k in ks],
+                 axis=1)
+    log_eps_wrong = WRONG_FACTOR * t + eta - log_n
     result = {
         "T4.3-binomial": _forward(log_entry_k, log_eps["binomial"], delta),
         "T4.3-hoeffding": _forward(log_entry_k, log_eps["hoeffding"], delta),
@@ -153,7 +155,6 @@ def run_cell(cell: dict) -> dict[str, Any]:
         "T4.3-wrong": _forward(log_entry_k, log_eps_wrong, delta),
     }
     # For the figure: n * (k-th smallest entry) and n * eps_k over k / n.
-    log_n = math.log(num_keys)
     result["profile"] = {
         "num_keys": num_keys, "k": ks.tolist(), "eps": epss.tolist(),
         "log_n_entry": _quantiles(log_entry_k + log_n),
