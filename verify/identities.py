@@ -1,4 +1,5 @@
-"""Suite ``identities``: the exact facts D3-D6 on sampled attention, at scale.
+"""Suite ``identities``: the exact facts D3-D6 on sampled attention, at scale
+(D5, D6 and the output bound through ``sparsity_theory.error_bounds``).
 
 These hold for every finite input, so a single violation beyond rounding is a
 defect (of the library or of the statement). Each check records how many (row,
@@ -22,6 +23,7 @@ import numpy as np
 from scipy.spatial.distance import pdist
 
 import sparsity_theory as st
+from sparsity_theory import error_bounds
 from verify.sampling import STANDARD_MODELS
 
 NAME = "identities"
@@ -32,7 +34,8 @@ CLAIMS = {
     "D5-lower": "(n-k)/(n-k+k r) <= tau(k), r = exp(max u - min u)",
     "D5-upper": "tau(k) <= (n-k) r / (k + (n-k) r)",
     "D6-lower": "tau^2 n / (k (n-k)) <= ||s - s^||_2^2",
-    "D6-upper": "||s - s^||_2^2 <= (r/n)^2 (n-k) (1 + (n-k) r^2 / k)",
+    "D6-upper": "||s - s^||_2 <= r sqrt((n-k) / (n k)) (tighter than the notes' (r/n) sqrt((n-k)(1 + (n-k) r^2/k)))",
+    "output-upper": "||(s - s^)^T V||_2 <= min(2 tau_up max_j ||v_j - vbar||, l2_up ||V - 1 vbar^T||_2), tau_up, l2_up from D5, D6",
     "dense-agreement": "factorised output error = dense ||(s - s^)^T V|| where tau > 1e-6 (rel. 1e-8)",
     "block-agreement": "blocked evaluation = unblocked (integers exactly, logs to 1e-12)",
 }
@@ -110,8 +113,8 @@ def _run_cell(cell: dict) -> dict[str, Any]:
     log_tau = np.asarray(stats.log_tail_mass)
     log_r = np.asarray(stats.max_logit - stats.min_logit)[..., None]
     keep = w < n  # the bounds are stated for k < n (both sides are 0 at k = n)
-    log_nk = np.log(np.maximum(n - w, 1))
     results = {}
+    parts: dict[str, list] = {}
 
     diam = np.array([pdist(np.asarray(vi)).max() if n > 1 else 0.0 for vi in v])
     ratio = np.asarray(stats.log_output_error) - (log_tau + np.log(diam)[:, None, None])
@@ -122,16 +125,23 @@ def _run_cell(cell: dict) -> dict[str, Any]:
     increases = np.diff(np.where(np.isfinite(log_tau), log_tau, -np.inf), axis=-1) > TOLERANCE
     results["D4"]["violations"] += int(np.sum(increases))  # tau must not grow with k
 
-    lower = log_nk - np.logaddexp(log_nk, np.log(w) + log_r)
-    results["D5-lower"] = _log_ratio_summary((lower - log_tau)[np.broadcast_to(keep, log_tau.shape)])
-    upper = log_nk + log_r - np.logaddexp(np.log(w), log_nk + log_r)
-    results["D5-upper"] = _log_ratio_summary((log_tau - upper)[np.broadcast_to(keep, log_tau.shape)])
-
-    log_l2sq = 2 * np.asarray(stats.log_l2_error)
-    lower6 = 2 * log_tau + math.log(n) - np.log(w) - log_nk
-    results["D6-lower"] = _log_ratio_summary((lower6 - log_l2sq)[np.broadcast_to(keep, log_tau.shape) & np.isfinite(log_tau)])
-    upper6 = 2 * (log_r - math.log(n)) + log_nk + np.logaddexp(0.0, log_nk + 2 * log_r - np.log(w))
-    results["D6-upper"] = _log_ratio_summary((log_l2sq - upper6)[np.broadcast_to(keep, log_tau.shape)])
+    exact = np.isfinite(log_tau)
+    log_l2 = np.asarray(stats.log_l2_error)
+    spread = log_r[..., 0]
+    for j, win in enumerate(windows):
+        if win >= n:
+            continue
+        b = error_bounds.deterministic_error_bounds(spread, n, win)
+        out = error_bounds.log_output_error_upper_bound(b.log_tail_upper, b.log_l2_upper, v[:, None])
+        for name, ratio in (("D5-lower", b.log_tail_lower - log_tau[..., j]),
+                            ("D5-upper", log_tau[..., j] - b.log_tail_upper),
+                            ("D6-lower", b.log_l2_lower - log_l2[..., j]),
+                            ("D6-upper", log_l2[..., j] - b.log_l2_upper),
+                            ("output-upper", np.asarray(stats.log_output_error)[..., j] - out)):
+            ratio = np.asarray(ratio)
+            parts.setdefault(name, []).append(ratio[exact[..., j]])  # tau = 0: nothing to bound
+    for name, chunks in parts.items():
+        results[name] = _log_ratio_summary(np.concatenate(chunks))
 
     if cell["dense"]:
         results["dense-agreement"] = _dense_agreement(

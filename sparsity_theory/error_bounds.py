@@ -1,0 +1,213 @@
+"""Bounds on the error of top-k sparse attention (Section 6: Theorems 6.1 and 6.2;
+Appendix E, Theorems E.1 and E.2), deterministic and with high probability.
+
+One softmax row ``s`` of n entries with scores u, the top-k window T and its
+renormalised restriction ``s^`` (Definition 3.4); ``tau = sum_{j not in T} s_j``
+is the tail mass and ``spread = max_j u_j - min_j u_j = ln r``. Deterministic
+facts (docs/theory.md, "Theorems 6.1 and 6.2", has the proofs):
+
+* D5: ``(n-k) / (n-k + k r) <= tau <= min(1 - k/n, (n-k) r / (k + (n-k) r))``;
+* D6 lower: ``||s - s^||_2 >= tau sqrt(n / (k (n-k)))`` (Cauchy-Schwarz on the
+  kept and the dropped entries);
+* D6 upper: ``||s - s^||_2 <= r sqrt((n-k) / (n k))``. This is tighter than the
+  theory notes' ``(r/n) sqrt((n-k)(1 + (n-k) r^2 / k))``: the odds
+  ``tau / (1 - tau)`` are at most ``(n-k)/k`` without any r, because every
+  dropped entry is at most every kept one; it is attained at r = 1;
+* output (values V, any centre c, since ``s - s^`` sums to 0):
+  ``||(s - s^)^T V||_2 <= min(2 tau max_j ||v_j - c||_2, ||s - s^||_2 ||V - 1 c^T||_2)``.
+
+High-probability forms (Theorems 6.1 / 6.2 per row): Lemma 4.2 Part 2 bounds
+the spread by ``rho = 2 sigma_i sqrt(2 ln(2 n / delta))`` with probability at
+least 1 - delta, and every bound above is monotone in r, so substituting
+``r <= e^rho`` gives a per-row upper bound (Theorem 6.1) and lower bound
+(Theorem 6.2) that hold together with probability at least 1 - delta. Over all
+n rows of a matrix (the Frobenius forms), each row uses delta / n.
+
+Everything is a natural log (``-inf`` for an exact zero, e.g. at k = n), so
+errors far below the float range stay representable.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from sparsity_theory import _checks
+from sparsity_theory.bounds import num_independent_keys, score_deviation_bound
+
+Array = jax.Array
+
+
+def _check_nk(n, k) -> tuple[int, int]:
+    n = _checks.check_int(n, "n")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}.")
+    return n, _checks.check_window(k, n)
+
+
+def _log_dropped(n: int, k: int) -> float:
+    return math.log(n - k) if k < n else -math.inf
+
+
+# --- deterministic forms (every finite row) ----------------------------------------
+
+
+def log_tail_mass_bounds(spread, n: int, k: int) -> tuple[Array, Array]:
+    """D5: ``(log lower, log upper)`` of the tail mass tau of a row with
+    ``spread = ln r = max u - min u``:
+    ``(n-k)/(n-k + k r) <= tau <= min(1 - k/n, (n-k) r / (k + (n-k) r))``."""
+    n, k = _check_nk(n, k)
+    spread = jnp.asarray(spread, dtype=float)
+    log_nk, log_k = _log_dropped(n, k), math.log(k)
+    lower = log_nk - jnp.logaddexp(log_nk, log_k + spread)
+    upper = jnp.minimum(log_nk + spread - jnp.logaddexp(log_k, log_nk + spread),
+                        log_nk - math.log(n))
+    return lower, upper
+
+
+def log_l2_error_lower_bound(log_tail_mass, n: int, k: int) -> Array:
+    """D6 lower: ``log ||s - s^||_2 >= log tau + (1/2) log(n / (k (n-k)))``.
+
+    The kept entries sum to 1 - tau and the dropped ones to tau, so by
+    Cauchy-Schwarz ``||s - s^||_2^2 >= (tau/(1-tau))^2 (1-tau)^2 / k + tau^2 / (n-k)``.
+    Increasing in tau: pass a lower bound on tau to get a lower bound.
+    """
+    n, k = _check_nk(n, k)
+    if k == n:
+        return jnp.full(jnp.shape(log_tail_mass), -jnp.inf)
+    return jnp.asarray(log_tail_mass, dtype=float) + 0.5 * (
+        math.log(n) - math.log(k) - math.log(n - k))
+
+
+def log_l2_error_upper_bound(spread, n: int, k: int) -> Array:
+    """D6 upper (tightened): ``log ||s - s^||_2 <= ln r + (1/2) log((n-k) / (n k))``.
+
+    Every entry is at most ``r / n``, and the odds ``tau/(1-tau)`` are at most
+    ``(n-k)/k``; so ``||s - s^||_2^2 <= (r/n)^2 ((n-k)^2/k + (n-k))``.
+    Increasing in the spread: pass an upper bound on it to get an upper bound.
+    """
+    n, k = _check_nk(n, k)
+    return jnp.asarray(spread, dtype=float) + 0.5 * (_log_dropped(n, k) - math.log(n) - math.log(k))
+
+
+def value_radius(values: Array) -> Array:
+    """``max_j ||v_j - vbar||_2`` over the rows of V (..., n, d_v), vbar their mean."""
+    _checks.check_min_ndim(values, 2, "values")
+    v = jnp.asarray(values)
+    return jnp.max(jnp.linalg.norm(v - jnp.mean(v, axis=-2, keepdims=True), axis=-1), axis=-1)
+
+
+def value_spectral_norm(values: Array) -> Array:
+    """``||V - 1 vbar^T||_2``, the spectral norm of the centred values (..., n, d_v)."""
+    _checks.check_min_ndim(values, 2, "values")
+    v = jnp.asarray(values)
+    return jnp.linalg.norm(v - jnp.mean(v, axis=-2, keepdims=True), ord=2, axis=(-2, -1))
+
+
+def log_output_error_upper_bound(log_tail_upper, log_l2_upper, values: Array) -> Array:
+    """``log ||(s - s^)^T V||_2 <= log min(2 tau R_V, ||s - s^||_2 ||V_c||_2)``.
+
+    ``s - s^`` sums to zero, so ``(s - s^)^T V = (s - s^)^T (V - 1 vbar^T)``; then
+    Hoelder (l1 = 2 tau, D2) and Cauchy-Schwarz with the spectral norm. Pass
+    upper bounds on log tau and on the l2 error (deterministic or
+    high-probability ones); ``values`` (..., n, d_v) broadcasts against them
+    after its last two axes are reduced.
+    """
+    log_radius = jnp.log(value_radius(values))
+    log_spectral = jnp.log(value_spectral_norm(values))
+    return jnp.minimum(math.log(2.0) + jnp.asarray(log_tail_upper) + log_radius,
+                       jnp.asarray(log_l2_upper) + log_spectral)
+
+
+# --- high-probability forms (Theorems 6.1 and 6.2) ----------------------------------
+
+
+def row_spread_bound(sigma, n: int, delta, mode: str = "cross",
+                     diagonal_offset: Optional[Array] = None) -> Array:
+    """Lemma 4.2 Part 2 for a whole row: ``max_j u_ij - min_j u_ij <= rho`` with
+    probability at least 1 - delta (given x_i).
+
+    Cross mode: ``rho = 2 t``, ``t = sigma_i sqrt(2 ln(2n/delta))``. Self mode: the
+    n - 1 off-diagonal scores lie within ``mu_i +- t`` (t for n - 1 keys), and the
+    diagonal score ``u_ii = mu_i + diagonal_offset`` is fixed given x_i, so
+    ``rho = t + max(t, |diagonal_offset|)``.
+    """
+    keys = num_independent_keys(n, mode)
+    t = score_deviation_bound(sigma, keys, delta)
+    if mode == "cross":
+        if diagonal_offset is not None:
+            raise ValueError("diagonal_offset is for self mode only.")
+        return 2.0 * t
+    if diagonal_offset is None:
+        raise ValueError("self mode needs diagonal_offset = u_ii - mu_i (the query's own score).")
+    _checks.check_finite_array(diagonal_offset, "diagonal_offset")
+    return t + jnp.maximum(t, jnp.abs(jnp.asarray(diagonal_offset, dtype=float)))
+
+
+class ErrorBounds(NamedTuple):
+    """Natural logs of the bounds on one row's top-k error: the tail mass tau
+    (D5) and the attention-matrix l2 error ``||s_i - s^_i||_2`` (D6)."""
+
+    log_tail_lower: Array
+    log_tail_upper: Array
+    log_l2_lower: Array
+    log_l2_upper: Array
+
+
+def deterministic_error_bounds(spread, n: int, k: int) -> ErrorBounds:
+    """D5 and D6 for a row with the given ``spread = max u - min u``: they hold
+    for every finite row (the identities the high-probability forms rest on)."""
+    lower, upper = log_tail_mass_bounds(spread, n, k)
+    return ErrorBounds(lower, upper, log_l2_error_lower_bound(lower, n, k),
+                       log_l2_error_upper_bound(spread, n, k))
+
+
+def row_error_bounds(sigma, n: int, k: int, delta, mode: str = "cross",
+                     diagonal_offset: Optional[Array] = None) -> ErrorBounds:
+    """Theorems 6.1 (upper) and 6.2 (lower), per row: with probability at least
+    1 - delta, all four bounds hold for row i (D5 and D6 with ``r <= e^rho``,
+    rho from :func:`row_spread_bound`).
+
+    With ``k = alpha n^C`` the upper bound is ``e^rho n^{-C/2} / sqrt(alpha)``,
+    and ``rho = O(sqrt(ln n))`` for a fixed sigma, so it goes to 0 (Theorem 6.1,
+    per row). With k fixed (or ``O(ln n)``), ``k e^rho = n^{o(1)}``, so the tail
+    lower bound goes to 1 and the l2 lower bound to ``1/sqrt(k)``: the error does
+    not vanish (Theorem 6.2).
+    """
+    _checks.check_probability(delta, "delta")
+    return deterministic_error_bounds(row_spread_bound(sigma, n, delta, mode, diagonal_offset), n, k)
+
+
+def frobenius_error_bounds(sigma, n: int, k: int, delta, mode: str = "cross",
+                           diagonal_offset: Optional[Array] = None) -> tuple[Array, Array]:
+    """Theorems 6.1 / 6.2 in Frobenius norm: ``(log lower, log upper)`` of
+    ``||S - S^||_F = sqrt(sum_i ||s_i - s^_i||_2^2)`` over the m rows given (the
+    last axis of ``sigma``; pass all n rows of the matrix). Each row uses
+    ``delta / m``, so both hold together with probability at least 1 - delta.
+    The RMS row error is the total divided by sqrt(m).
+    """
+    sigma = jnp.asarray(sigma, dtype=float)
+    _checks.check_min_ndim(sigma, 1, "sigma")
+    m = sigma.shape[-1]
+    delta = _checks.check_probability(delta, "delta")
+    rows = row_error_bounds(sigma, n, k, delta / m, mode, diagonal_offset)
+    return (0.5 * jax.nn.logsumexp(2.0 * rows.log_l2_lower, axis=-1),
+            0.5 * jax.nn.logsumexp(2.0 * rows.log_l2_upper, axis=-1))
+
+
+__all__ = [
+    "ErrorBounds",
+    "deterministic_error_bounds",
+    "frobenius_error_bounds",
+    "log_l2_error_lower_bound",
+    "log_l2_error_upper_bound",
+    "log_output_error_upper_bound",
+    "log_tail_mass_bounds",
+    "row_error_bounds",
+    "row_spread_bound",
+    "value_radius",
+    "value_spectral_norm",
+]
