@@ -27,6 +27,7 @@ from sparsity_theory.attention import (  # noqa: E402
 from sparsity_theory.errors import (  # noqa: E402
     SparseAttentionErrors,
     frobenius_aggregate,
+    masked_attention_errors,
     sparse_attention_errors,
 )
 from sparsity_theory.evaluate import RowStatistics, evaluate_rows  # noqa: E402
@@ -81,6 +82,7 @@ __all__ = [
     "log_attention_matrix",
     "log_kth_smallest_entry",
     "log_tail_mass",
+    "masked_attention_errors",
     "num_effective_entries",
     "num_small_entries",
     "orthogonal_weights",

@@ -143,6 +143,83 @@ def sparse_attention_errors(
     return _errors_with_values(logits, jnp.asarray(values, logits.dtype), windows)
 
 
+def _masked_row_errors(u: Array, kept: Array, values: Optional[Array]):
+    lse = jax.nn.logsumexp(u)
+    kept_u = jnp.where(kept, u, -jnp.inf)
+    drop_u = jnp.where(kept, -jnp.inf, u)
+    log_head = jax.nn.logsumexp(kept_u) - lse
+    log_tail = jax.nn.logsumexp(drop_u) - lse
+    log_ratio = log_tail - log_head
+    log_head_sq = jax.nn.logsumexp(2 * kept_u) - 2 * lse
+    log_tail_sq = jax.nn.logsumexp(2 * drop_u) - 2 * lse
+    log_l2 = 0.5 * jnp.logaddexp(2 * log_ratio + log_head_sq, log_tail_sq)
+    log_linf = jnp.maximum(jnp.max(kept_u) - lse + log_ratio, jnp.max(drop_u) - lse)
+    out = (log_tail, math.log(2.0) + log_tail, log_l2, log_linf)
+    if values is None:
+        return out + (None,)
+
+    def mean_of(logits):
+        # Weighted mean of the value rows, weights relative to their own maximum
+        # (exact however small the set's mass); 0 for an empty set.
+        top = jnp.max(logits)
+        w = jnp.exp(logits - jnp.where(top == -jnp.inf, 0.0, top))
+        return (w @ values) / jnp.where(top == -jnp.inf, 1.0, jnp.sum(w))
+
+    return out + (log_tail + log_norm(mean_of(drop_u) - mean_of(kept_u)),)
+
+
+@jax.jit
+def _masked_no_values(logits, kept):
+    f = jnp.vectorize(lambda u, m: _masked_row_errors(u, m, None)[:4],
+                      signature="(n),(n)->(),(),(),()")
+    return SparseAttentionErrors(*f(logits, kept), None)
+
+
+@jax.jit
+def _masked_with_values(logits, kept, values):
+    f = jnp.vectorize(lambda u, m, v: _masked_row_errors(u, m, v),
+                      signature="(n),(n),(n,v)->(),(),(),(),()")
+    return SparseAttentionErrors(*f(logits, kept, values[..., None, :, :]))
+
+
+def masked_attention_errors(logits: Array, kept: Array,
+                            values: Optional[Array] = None) -> SparseAttentionErrors:
+    """Errors of attention restricted to any kept set (not only the top k).
+
+    For a row with softmax s and a kept set T (``kept``, boolean, broadcast
+    against ``logits``), ``s^`` is s on T renormalised; the exact forms of the
+    module docstring hold with T in place of the top-k window (they never used
+    that T holds the largest entries), except that the l-infinity error is
+    ``max(max_T s_j tau / (1 - tau), max_{not T} s_j)``. Used for positional
+    windows (sink plus recent, StreamingLLM) and per-row thresholds (the
+    certified-window oracle). Every row must keep at least one entry.
+
+    Returns :class:`SparseAttentionErrors` of natural logs with shape
+    ``logits.shape[:-1]``.
+    """
+    _check_logits(logits)
+    kept = jnp.asarray(kept)
+    if kept.dtype != jnp.bool_:
+        raise ValueError(f"kept must be a boolean mask, got dtype {kept.dtype}.")
+    try:
+        kept = jnp.broadcast_to(kept, jnp.shape(logits))
+    except ValueError:
+        raise ValueError(f"kept {kept.shape} does not broadcast against logits "
+                         f"{jnp.shape(logits)}.") from None
+    if _checks.is_concrete(kept) and not bool(jnp.all(jnp.any(kept, axis=-1))):
+        raise ValueError("every row must keep at least one entry (kept is all False in a row).")
+    logits = jnp.asarray(logits)
+    if values is None:
+        return _masked_no_values(logits, kept)
+    _checks.check_min_ndim(values, 2, "values")
+    _checks.check_same(jnp.shape(values)[-2], jnp.shape(logits)[-1],
+                       "values rows vs logits columns (n)")
+    _checks.check_finite_array(values, "values")
+    if jnp.ndim(logits) < 2:
+        raise ValueError("with values, logits must be (..., m, n): add a row axis.")
+    return _masked_with_values(logits, kept, jnp.asarray(values, logits.dtype))
+
+
 @functools.partial(jax.jit, static_argnames="axis")
 def frobenius_aggregate(log_row_errors: Array, axis: int = -2) -> tuple[Array, Array]:
     """Aggregate per-row errors over the rows (the Frobenius norm of Section 6).

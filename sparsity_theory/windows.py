@@ -127,3 +127,31 @@ def scaled_windows(lengths: Sequence[int], alpha: float, growth: str,
     alpha = _checks.check_positive(alpha, "alpha")
     target = math.floor(float(np.sum(n * alpha * growth_profile(n, growth, exponent))) + 0.5)
     return _plan(n, alpha, growth, exponent, target)
+
+
+def sink_recent_windows(lengths: Sequence[int], k0: int, sinks: int = 4) -> WindowPlan:
+    """StreamingLLM-style baseline (Xiao et al. 2023): keep the first ``sinks``
+    keys (attention sinks) and the most recent ``min(k0, n) - sinks`` keys, the
+    same positions for every query. It keeps ``min(k0, n)`` keys, so it costs
+    what the constant window k0 costs (Claim 7.1); :func:`sink_recent_mask` gives
+    the kept set. ``growth`` is ``sink-recent``, ``exponent`` holds ``sinks``.
+    """
+    plan = constant_windows(lengths, k0)
+    sinks = _checks.check_int(sinks, "sinks")
+    if not 0 <= sinks <= k0:
+        raise ValueError(f"sinks must lie in [0, k0] = [0, {k0}], got {sinks}.")
+    return plan._replace(growth="sink-recent", exponent=sinks)
+
+
+def sink_recent_mask(n: int, window: int, sinks: int) -> np.ndarray:
+    """Boolean (n,) mask of the keys a sink-plus-recent window keeps: positions
+    ``0..s-1`` and ``n-(window-s)..n-1`` with ``s = min(sinks, window)``."""
+    n = _checks.check_int(n, "n")
+    window = _checks.check_window(window, n, "window")
+    sinks = min(_checks.check_int(sinks, "sinks"), window)
+    if sinks < 0:
+        raise ValueError(f"sinks must be >= 0, got {sinks}.")
+    mask = np.zeros(n, dtype=bool)
+    mask[:sinks] = True
+    mask[n - (window - sinks):] = True
+    return mask

@@ -13,11 +13,11 @@ import sys
 import time
 from types import ModuleType
 
-from verify import identities, lemma42, theorem43, theorem51
+from verify import identities, lemma42, theorem43, theorem51, theorem61
 from verify.provenance import provenance
 
 SUITES: dict[str, ModuleType] = {
-    m.NAME: m for m in (identities, lemma42, theorem43, theorem51)
+    m.NAME: m for m in (identities, lemma42, theorem43, theorem51, theorem61)
 }
 
 # Verdicts that fail a run: a claim broken by the data, or a planted wrong bound

@@ -1,0 +1,172 @@
+"""Suite ``theorem61``: Theorems 6.1 and 6.2 (E.1, E.2) at their stated probability.
+
+Per-row cells: each seed is one trial (``verify.sampling``: query row 0 and its
+keys; in self mode the row is the n - 1 other keys plus the diagonal, whose
+offset ``u_00 - mu_0`` is fixed given x_0). For windows k from 1 to n/2 the
+row's tail mass and l2 error ``||s - s^||_2`` are computed from the exact
+factorised forms and held against ``sparsity_theory.error_bounds.row_error_bounds``:
+an upper bound (Theorem 6.1) and a lower bound (Theorem 6.2) that hold for every
+window at once with probability at least 1 - delta (they all rest on Lemma 4.2
+Part 2's spread). A trial fails when any window breaks the bound.
+
+Frobenius cells: each seed is a whole n x n attention matrix; the total error
+``||S - S^||_F`` is held against ``frobenius_error_bounds`` (delta / n per row),
+and every row's output error ``||(s_i - s^_i)^T V||_2`` against the output bound
+with the same per-row spread bounds (all rows at once: one trial per matrix).
+
+Planted wrong bounds (must be CAUGHT): ``T6.1-wrong`` claims the error is at most
+half the error of a row with uniform scores, ``0.5 sqrt((n-k)/(nk))`` (at small k
+the true error is close to that value); ``T6.2-wrong`` drops the tail-mass factor
+from the lower bound, ``sqrt(n / (k (n-k)))``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import sparsity_theory as st
+from sparsity_theory import bounds, error_bounds
+from verify.claims import ALPHA, claim_result, summarise_claims
+from verify.sampling import STANDARD_MODELS, sample_row_scores
+
+NAME = "theorem61"
+DELTA = 0.05
+
+CLAIMS = {
+    "T6.1": "per row, every window k: ||s - s^||_2 <= e^rho sqrt((n-k)/(n k)), rho = Lemma 4.2 Part 2 spread bound",
+    "T6.1-tail": "per row, every window k: tau <= (n-k) e^rho / (k + (n-k) e^rho)",
+    "T6.2": "per row, every window k: ||s - s^||_2 >= (n-k)/(n-k + k e^rho) sqrt(n / (k (n-k)))",
+    "T6.1-F": "||S - S^||_F <= sqrt(sum_i e^{2 rho_i}) sqrt((n-k)/(n k)), rho_i at delta/n (all windows)",
+    "T6.2-F": "||S - S^||_F >= sqrt(sum_i lower_i^2), lower_i the per-row T6.2 bound at delta/n",
+    "T6.1-output": "every row: ||(s_i - s^_i)^T V||_2 <= min(2 tau_up R_V, l2_up ||V_c||_2) at delta/n per row",
+    "T6.1-wrong": "planted wrong bound: ||s - s^||_2 <= 0.5 sqrt((n-k)/(n k)) (must be caught)",
+    "T6.2-wrong": "planted wrong bound: ||s - s^||_2 >= sqrt(n / (k (n-k))) (must be caught)",
+}
+
+PRESETS = {
+    "quick": {"lengths": (64, 1024), "seeds": 400, "d": 8, "weight_scales": (0.5, 1.0),
+              "frobenius_lengths": (64, 256), "frobenius_seeds": 100},
+    "paper": {"lengths": (256, 1024, 4096), "seeds": 1000, "d": 64, "weight_scales": (0.5, 1.0),
+              "frobenius_lengths": (256, 1024), "frobenius_seeds": 200},
+    "large": {"lengths": (1024, 16384, 65536), "seeds": 1000, "d": 64, "weight_scales": (0.5, 1.0),
+              "frobenius_lengths": (1024, 2048), "frobenius_seeds": 200},
+}
+
+MODELS = dict(STANDARD_MODELS)
+FROBENIUS_MODELS = ("gaussian", "uniform")
+
+
+def windows_for(n: int) -> tuple[int, ...]:
+    """1, 4, sqrt(n), n/8 and n/2 (distinct, below n)."""
+    return tuple(sorted({k for k in (1, 4, math.isqrt(n), n // 8, n // 2) if 1 <= k < n}))
+
+
+def cells(preset: str, seeds: int | None = None) -> list[dict]:
+    p = PRESETS[preset]
+    out = []
+    combos = [(m, mode, n, ws) for m in MODELS for mode in st.MODES for n in p["lengths"]
+              for ws in p["weight_scales"]]
+    for i, (m, mode, n, ws) in enumerate(combos):
+        out.append({"suite": NAME, "kind": "row", "model": m, "mode": mode, "n": n, "d": p["d"],
+                    "weight_scale": ws, "seeds": seeds or p["seeds"],
+                    "seed_base": 61000 + 1000 * i, "delta": DELTA})
+    combos = [(m, mode, n) for m in FROBENIUS_MODELS for mode in st.MODES
+              for n in p["frobenius_lengths"]]
+    for i, (m, mode, n) in enumerate(combos):
+        out.append({"suite": NAME, "kind": "frobenius", "model": m, "mode": mode, "n": n,
+                    "d": p["d"], "weight_scale": 0.5,
+                    "seeds": min(seeds, p["frobenius_seeds"]) if seeds else p["frobenius_seeds"],
+                    "seed_base": 62000 + 1000 * i, "delta": DELTA})
+    return out
+
+
+def cell_id(cell: dict) -> str:
+    return (f"{cell['kind']}-{cell['model']}-{cell['mode']}-n{cell['n']}-d{cell['d']}"
+            f"-w{cell['weight_scale']}-s{cell['seeds']}")
+
+
+def run_cell(cell: dict) -> dict[str, Any]:
+    with np.errstate(invalid="ignore"):
+        return _row_cell(cell) if cell["kind"] == "row" else _frobenius_cell(cell)
+
+
+def _uniform_log_l2(n: int, k: int) -> float:
+    return 0.5 * (math.log(n - k) - math.log(n) - math.log(k))
+
+
+def _row_cell(cell: dict) -> dict[str, Any]:
+    n, mode, delta = cell["n"], cell["mode"], cell["delta"]
+    windows = windows_for(n)
+
+    def summary(rows):
+        u = rows.scores if mode == "cross" else np.concatenate([rows.diagonal[:, None], rows.scores], 1)
+        e = st.sparse_attention_errors(jnp.asarray(u), windows)
+        offset = rows.diagonal - rows.mean if mode == "self" else np.zeros_like(rows.sigma)
+        return {"sigma": rows.sigma, "offset": offset,
+                "log_tail": np.asarray(e.log_tail_mass), "log_l2": np.asarray(e.log_l2)}
+
+    s = sample_row_scores(MODELS[cell["model"]], n, cell["d"], mode, cell["seeds"], cell["seed_base"],
+                          weight_scale=cell["weight_scale"], weights="gaussian", summary=summary)
+    offset = s["offset"] if mode == "self" else None
+    ratios = {name: [] for name in ("T6.1", "T6.1-tail", "T6.2", "T6.1-wrong", "T6.2-wrong")}
+    for j, k in enumerate(windows):
+        b = error_bounds.row_error_bounds(s["sigma"], n, k, delta, mode, offset)
+        l2, tail = s["log_l2"][:, j], s["log_tail"][:, j]
+        uniform = _uniform_log_l2(n, k)
+        ratios["T6.1"].append(l2 - np.asarray(b.log_l2_upper))
+        ratios["T6.1-tail"].append(tail - np.asarray(b.log_tail_upper))
+        ratios["T6.2"].append(np.asarray(b.log_l2_lower) - l2)
+        ratios["T6.1-wrong"].append(l2 - (math.log(0.5) + uniform))
+        ratios["T6.2-wrong"].append(-uniform + math.log(n) - math.log(n - k) - l2)
+    result = {}
+    for name, parts in ratios.items():
+        r = np.stack(parts, axis=1)  # (seeds, windows)
+        result[name] = claim_result(np.any(r > 0, axis=1), r, delta,
+                                    extra={"windows": list(windows)})
+    return result
+
+
+def _frobenius_cell(cell: dict) -> dict[str, Any]:
+    n, d, mode, delta = cell["n"], cell["d"], cell["mode"], cell["delta"]
+    model = MODELS[cell["model"]]
+    windows = windows_for(n)
+    base = jax.random.PRNGKey(cell["seed_base"])
+    weights = st.gaussian_weights(jax.random.fold_in(base, 0), d, scale=cell["weight_scale"])
+    keys = jax.random.split(jax.random.fold_in(base, 1), cell["seeds"])
+    scale = 1.0  # the weights carry the scale, as in verify.sampling
+
+    def one(key):
+        inp = st.sample_inputs(key, n, d, model, mode)
+        q, k, v = st.project(inp, weights)
+        stats = st.evaluate_rows(q, k, v, windows=windows, eps=(0.5,), scale=scale, block_size=64)
+        sigma = jax.vmap(lambda x: bounds.row_score_scale(x, weights, model, scale))(inp.x)
+        mean = jax.vmap(lambda x: bounds.row_score_mean(x, weights, model, scale))(inp.x)
+        diagonal = scale * jnp.sum(q * k, axis=-1)  # u_ii (meaningful in self mode)
+        return stats.log_l2_error, stats.log_output_error, sigma, diagonal - mean, v
+
+    log_l2, log_out, sigma, offset, values = (np.asarray(a) for a in jax.lax.map(one, keys))
+    failed = {name: np.zeros(cell["seeds"], bool) for name in ("T6.1-F", "T6.2-F", "T6.1-output")}
+    ratios = {name: [] for name in failed}
+    off = offset if mode == "self" else None
+    for j, k in enumerate(windows):
+        log_total = 0.5 * np.logaddexp.reduce(2 * log_l2[:, :, j], axis=1)
+        lower, upper = error_bounds.frobenius_error_bounds(sigma, n, k, delta, mode, off)
+        rows = error_bounds.row_error_bounds(sigma, n, k, delta / n, mode, off)
+        out_bound = np.asarray(error_bounds.log_output_error_upper_bound(
+            rows.log_tail_upper, rows.log_l2_upper, values[:, None]))
+        for name, r in (("T6.1-F", log_total - np.asarray(upper)),
+                        ("T6.2-F", np.asarray(lower) - log_total),
+                        ("T6.1-output", np.max(log_out[:, :, j] - out_bound, axis=1))):
+            failed[name] |= r > 0
+            ratios[name].append(r)
+    return {name: claim_result(failed[name], np.stack(ratios[name], 1), delta,
+                               extra={"windows": list(windows)}) for name in failed}
+
+
+def summarise(cell_results: list[tuple[dict, dict]]) -> list[dict]:
+    return summarise_claims(NAME, CLAIMS, cell_results, ALPHA)
