@@ -1,4 +1,4 @@
-"""The ``sparsity-verify`` command: ``list``, ``run``, ``report``."""
+"""The ``sparsity-verify`` command: ``list``, ``run``, ``report``, ``ledger``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     rep = sub.add_parser("report", help="print the verdict table of a finished run")
     rep.add_argument("dir")
+    led = sub.add_parser("ledger", help="write the claims ledger of a finished run (Markdown)")
+    led.add_argument("dir")
+    led.add_argument("--out", default=None, help="output file (default: DIR/claims.md)")
     return p
 
 
@@ -59,6 +62,13 @@ def main(argv=None) -> int:
         with open(path) as f:
             results = json.load(f)
         print(runner.verdict_table(results["verdicts"]))
+        return 0
+    if args.command == "ledger":
+        from verify import ledger
+        if not os.path.exists(os.path.join(args.dir, "results.json")):
+            print(f"error: no results.json in {args.dir}", file=sys.stderr)
+            return 2
+        print(f"wrote {ledger.write(args.dir, args.out)}")
         return 0
     return 2
 

@@ -13,11 +13,12 @@ import sys
 import time
 from types import ModuleType
 
-from verify import identities, lemma42, theorem43, theorem51, theorem61
+from verify import identities, lemma42, strategies, theorem43, theorem51, theorem61
+from verify import ledger
 from verify.provenance import provenance
 
 SUITES: dict[str, ModuleType] = {
-    m.NAME: m for m in (identities, lemma42, theorem43, theorem51, theorem61)
+    m.NAME: m for m in (identities, lemma42, theorem43, theorem51, theorem61, strategies)
 }
 
 # Verdicts that fail a run: a claim broken by the data, or a planted wrong bound
@@ -78,6 +79,8 @@ def run(suite_names, preset: str, seeds: int | None, out_dir: str, progress: boo
     for s in suite_names:
         if hasattr(SUITES[s], "figures") and per_suite[s]:
             figures += [dict(f, suite=s) for f in SUITES[s].figures(per_suite[s], out_dir)]
+    analyses = {s: SUITES[s].analysis(per_suite[s]) for s in suite_names
+                if hasattr(SUITES[s], "analysis") and per_suite[s]}
     results = {
         "preset": preset,
         "seeds_override": seeds,
@@ -86,12 +89,14 @@ def run(suite_names, preset: str, seeds: int | None, out_dir: str, progress: boo
         "cells": {s: [{"cell": c, "result": r} for c, r in per_suite[s]] for s in suite_names},
         "verdicts": verdicts,
         "figures": figures,
+        "analysis": analyses,
         "cells_reused": reused,
         "seconds": time.time() - started,
     }
     _write_json(os.path.join(out_dir, "results.json"), results)
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write(markdown_report(results))
+    ledger.write(out_dir)
     return results
 
 
@@ -136,6 +141,8 @@ def markdown_report(results: dict) -> str:
     )
     figures = "\n\n".join(f"![{f['caption']}]({f['path']})\n\n*{f['caption']}*"
                             for f in results.get("figures", [])) or "(none)"
+    sections = "\n".join(f"## Suite `{s}`: analysis\n\n{SUITES[s].report_sections(a)}"
+                         for s, a in results.get("analysis", {}).items())
     return f"""# sparsity-verify report
 
 - preset: `{results['preset']}`; suites: {', '.join(results['suites'])}
@@ -164,7 +171,16 @@ means the test has the power to reject them.
 
 {figures}
 
-## Claims
+{sections}
+
+## Claims ledger
+
+Each claim of the paper judged from this run (also written to `claims.md`;
+rules in `verify/ledger.py`):
+
+{ledger.markdown(results)}
+
+## Claims checked by the suites
 
 {claims}
 """
