@@ -25,9 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     rep = sub.add_parser("report", help="print the verdict table of a finished run")
     rep.add_argument("dir")
-    led = sub.add_parser("ledger", help="write the claims ledger of a finished run (Markdown)")
-    led.add_argument("dir")
-    led.add_argument("--out", default=None, help="output file (default: DIR/claims.md)")
+    led = sub.add_parser("ledger", help="write the claims ledger of finished runs (Markdown)")
+    led.add_argument("dirs", nargs="+", help="run directories; a suite in several is taken "
+                     "from the first that has it")
+    led.add_argument("--out", default=None, help="output file (default: FIRST_DIR/claims.md)")
     return p
 
 
@@ -65,10 +66,11 @@ def main(argv=None) -> int:
         return 0
     if args.command == "ledger":
         from verify import ledger
-        if not os.path.exists(os.path.join(args.dir, "results.json")):
-            print(f"error: no results.json in {args.dir}", file=sys.stderr)
+        missing = [d for d in args.dirs if not os.path.exists(os.path.join(d, "results.json"))]
+        if missing:
+            print(f"error: no results.json in {', '.join(missing)}", file=sys.stderr)
             return 2
-        print(f"wrote {ledger.write(args.dir, args.out)}")
+        print(f"wrote {ledger.write(args.dirs, args.out)}")
         return 0
     return 2
 
