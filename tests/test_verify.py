@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import sparsity_theory as st
-from verify import cli, identities, lemma42, runner, theorem43, theorem51
+from verify import cli, identities, lemma42, runner, theorem43, theorem51, theorem61
 from verify.claims import claim_result
 
 TINY = {"lengths": (16, 48), "seeds": 2, "d": 4, "dense_max_n": 48}
@@ -196,3 +196,42 @@ def test_theorem43_wrong_bound_made_valid_is_missed(tiny_theorems, monkeypatch, 
     with open(os.path.join(out, "results.json")) as f:
         verdicts = {v["claim"]: v["verdict"] for v in json.load(f)["verdicts"]}
     assert verdicts["T4.3-wrong"] == "MISSED"
+
+
+@pytest.fixture
+def tiny_theorem61(monkeypatch):
+    monkeypatch.setitem(theorem61.PRESETS, "quick", {
+        "lengths": (64,), "seeds": 300, "d": 4, "weight_scales": (0.5,),
+        "frobenius_lengths": (32,), "frobenius_seeds": 40})
+    monkeypatch.setattr(theorem61, "MODELS", {"gaussian": st.Gaussian(1.0),
+                                               "uniform": st.Uniform(1.0)})
+
+
+def test_theorem61_suite_verdicts(tiny_theorem61, tmp_path, capsys):
+    out = str(tmp_path / "t61")
+    assert cli.main(["run", "theorem61", "--out", out, "--no-progress"]) == 0
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    verdicts = {v["claim"]: v for v in results["verdicts"]}
+    for claim in ("T6.1", "T6.1-tail", "T6.2", "T6.1-F", "T6.2-F", "T6.1-output"):
+        v = verdicts[claim]
+        assert v["verdict"] == "HOLDS" and v["checked"] > 0, claim
+        assert 0 < v["median_of_cell_medians"] <= v["worst_ratio"] <= 1, claim
+    assert verdicts["T6.1"]["checked"] == 2 * 2 * 300  # models x modes x seeds
+    assert verdicts["T6.1-F"]["checked"] == 2 * 2 * 40  # matrices
+    assert verdicts["T6.1-wrong"]["verdict"] == "CAUGHT"
+    assert verdicts["T6.2-wrong"]["verdict"] == "CAUGHT"
+    # The ledger of this run judges Theorems 6.1 and 6.2 and marks the rest NOT RUN.
+    claims = open(os.path.join(out, "claims.md")).read()
+    assert "Theorem 6.1 / E.1: upper bound on the top-k error" in claims
+    assert claims.count("**SUPPORTED**") == 2 and "**NOT RUN**" in claims
+
+
+def test_theorem61_wrong_bound_made_valid_is_missed(tiny_theorem61, monkeypatch, tmp_path):
+    monkeypatch.setattr(theorem61, "WRONG_FACTOR", 1e6)  # a true (vacuous) bound
+    out = str(tmp_path / "t61w")
+    assert cli.main(["run", "theorem61", "--out", out, "--no-progress"]) == 1
+    with open(os.path.join(out, "results.json")) as f:
+        verdicts = {v["claim"]: v["verdict"] for v in json.load(f)["verdicts"]}
+    assert verdicts["T6.1-wrong"] == "MISSED"
+    assert verdicts["T6.2-wrong"] == "CAUGHT"

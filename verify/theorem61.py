@@ -36,6 +36,8 @@ from verify.sampling import STANDARD_MODELS, sample_row_scores
 
 NAME = "theorem61"
 DELTA = 0.05
+# The planted upper bound: WRONG_FACTOR x the uniform-score error sqrt((n-k)/(nk)).
+WRONG_FACTOR = 0.5
 
 CLAIMS = {
     "T6.1": "per row, every window k: ||s - s^||_2 <= e^rho sqrt((n-k)/(n k)), rho = Lemma 4.2 Part 2 spread bound",
@@ -121,7 +123,7 @@ def _row_cell(cell: dict) -> dict[str, Any]:
         ratios["T6.1"].append(l2 - np.asarray(b.log_l2_upper))
         ratios["T6.1-tail"].append(tail - np.asarray(b.log_tail_upper))
         ratios["T6.2"].append(np.asarray(b.log_l2_lower) - l2)
-        ratios["T6.1-wrong"].append(l2 - (math.log(0.5) + uniform))
+        ratios["T6.1-wrong"].append(l2 - (math.log(WRONG_FACTOR) + uniform))
         ratios["T6.2-wrong"].append(-uniform + math.log(n) - math.log(n - k) - l2)
     result = {}
     for name, parts in ratios.items():
