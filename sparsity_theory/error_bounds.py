@@ -7,6 +7,8 @@ is the tail mass and ``spread = max_j u_j - min_j u_j = ln r``. Deterministic
 facts (docs/theory.md, "Theorems 6.1 and 6.2", has the proofs):
 
 * D5: ``(n-k) / (n-k + k r) <= tau <= min(1 - k/n, (n-k) r / (k + (n-k) r))``;
+  since r >= 1 the minimum is always ``1 - k/n`` (D4): the spread only
+  sharpens the lower bound;
 * D6 lower: ``||s - s^||_2 >= tau sqrt(n / (k (n-k)))`` (Cauchy-Schwarz on the
   kept and the dropped entries);
 * D6 upper: ``||s - s^||_2 <= r sqrt((n-k) / (n k))``. This is tighter than the
@@ -48,6 +50,15 @@ def _check_nk(n, k) -> tuple[int, int]:
     return n, _checks.check_window(k, n)
 
 
+def _check_spread(spread) -> Array:
+    spread = jnp.asarray(spread, dtype=float)
+    if _checks.is_concrete(spread):
+        _checks.check_finite_array(spread, "spread")
+        if bool(jnp.any(spread < 0)):
+            raise ValueError("spread = max u - min u must be >= 0 (it is ln r, r >= 1).")
+    return spread
+
+
 def _log_dropped(n: int, k: int) -> float:
     return math.log(n - k) if k < n else -math.inf
 
@@ -60,7 +71,7 @@ def log_tail_mass_bounds(spread, n: int, k: int) -> tuple[Array, Array]:
     ``spread = ln r = max u - min u``:
     ``(n-k)/(n-k + k r) <= tau <= min(1 - k/n, (n-k) r / (k + (n-k) r))``."""
     n, k = _check_nk(n, k)
-    spread = jnp.asarray(spread, dtype=float)
+    spread = _check_spread(spread)
     log_nk, log_k = _log_dropped(n, k), math.log(k)
     lower = log_nk - jnp.logaddexp(log_nk, log_k + spread)
     upper = jnp.minimum(log_nk + spread - jnp.logaddexp(log_k, log_nk + spread),
@@ -90,7 +101,7 @@ def log_l2_error_upper_bound(spread, n: int, k: int) -> Array:
     Increasing in the spread: pass an upper bound on it to get an upper bound.
     """
     n, k = _check_nk(n, k)
-    return jnp.asarray(spread, dtype=float) + 0.5 * (_log_dropped(n, k) - math.log(n) - math.log(k))
+    return _check_spread(spread) + 0.5 * (_log_dropped(n, k) - math.log(n) - math.log(k))
 
 
 def value_radius(values: Array) -> Array:
@@ -136,6 +147,11 @@ def row_spread_bound(sigma, n: int, delta, mode: str = "cross",
     ``rho = t + max(t, |diagonal_offset|)``.
     """
     keys = num_independent_keys(n, mode)
+    sigma = jnp.asarray(sigma, dtype=float)
+    if _checks.is_concrete(sigma):
+        _checks.check_finite_array(sigma, "sigma")
+        if bool(jnp.any(sigma < 0)):
+            raise ValueError("sigma (the row's score scale) must be >= 0.")
     t = score_deviation_bound(sigma, keys, delta)
     if mode == "cross":
         if diagonal_offset is not None:

@@ -41,7 +41,7 @@ WRONG_FACTOR = 0.5
 
 CLAIMS = {
     "T6.1": "per row, every window k: ||s - s^||_2 <= e^rho sqrt((n-k)/(n k)), rho = Lemma 4.2 Part 2 spread bound",
-    "T6.1-tail": "per row, every window k: tau <= (n-k) e^rho / (k + (n-k) e^rho)",
+    "T6.1-tail": "per row, every window k: tau <= min(1 - k/n, (n-k) e^rho / (k + (n-k) e^rho)) = 1 - k/n (holds surely: r >= 1)",
     "T6.2": "per row, every window k: ||s - s^||_2 >= (n-k)/(n-k + k e^rho) sqrt(n / (k (n-k)))",
     "T6.1-F": "||S - S^||_F <= sqrt(sum_i e^{2 rho_i}) sqrt((n-k)/(n k)), rho_i at delta/n (all windows)",
     "T6.2-F": "||S - S^||_F >= sqrt(sum_i lower_i^2), lower_i the per-row T6.2 bound at delta/n",
