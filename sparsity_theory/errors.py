@@ -208,7 +208,7 @@ def masked_attention_errors(logits: Array, kept: Array,
                          f"{jnp.shape(logits)}.") from None
     if _checks.is_concrete(kept) and not bool(jnp.all(jnp.any(kept, axis=-1))):
         raise ValueError("every row must keep at least one entry (kept is all False in a row).")
-    logits = jnp.asarray(logits)
+    logits = _as_batch(logits)  # integer logits become floats (values follow their dtype)
     if values is None:
         return _masked_no_values(logits, kept)
     _checks.check_min_ndim(values, 2, "values")
