@@ -80,17 +80,22 @@ def _slope_text(s) -> str:
 def _slope_claim(analysis, title, statement, kinds, test, test_text, metrics=None) -> dict:
     slopes = [s for s in analysis["slopes"] if any(s["kind"].startswith(k) for k in kinds)
               and (metrics is None or s["metric"] in metrics)]
-    per_metric = defaultdict(list)
+    # One regime per (metric, strategy kind): e.g. "rms, alpha n^0.5" over every
+    # mode, score scale and k0; a regime is supported when all its slopes pass.
+    groups = defaultdict(list)
     for s in slopes:
-        per_metric[s["metric"]].append(s)
+        groups[f"{s['metric']} / {s['kind']}"].append(s)
     held, failed, parts = [], [], []
-    for metric, rows in per_metric.items():
+    for regime, rows in groups.items():
         ok = [test(s) for s in rows]
-        (held if all(ok) else failed).append(metric)
-        parts.append(f"{metric}: " + ", ".join(
-            f"{s['mode']} sigma={s['sigma']:g} {s['strategy']} {_slope_text(s)}" for s in rows))
+        (held if all(ok) else failed).append(regime)
+        bad = [s for s, passed in zip(rows, ok) if not passed]
+        parts.append(f"{regime}: slopes {min(s['slope'] for s in rows):+.3f} to "
+                     f"{max(s['slope'] for s in rows):+.3f}" + (
+                         "; fails at " + ", ".join(f"{s['mode']} sigma={s['sigma']:g} k0={s['k0']} "
+                                                   f"{_slope_text(s)}" for s in bad) if bad else ""))
     verdict = ("SUPPORTED" if not failed else "NOT SUPPORTED" if not held
-               else "SUPPORTED ONLY IN REGIME metric in {" + ", ".join(held) + "}")
+               else "SUPPORTED ONLY IN REGIME " + "; ".join(held))
     return {"claim": title, "statement": statement + f" ({test_text})",
             "regime": "Gaussian input; self and cross; every score scale and k0 of the preset",
             "verdict": verdict, "evidence": "; ".join(parts)}
