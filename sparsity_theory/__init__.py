@@ -13,6 +13,7 @@ _jax.config.update("jax_enable_x64", True)
 
 from sparsity_theory import bounds  # noqa: E402  (Lemma 4.2 etc.: st.bounds.*)
 from sparsity_theory import error_bounds  # noqa: E402  (Theorems 6.1/6.2: st.error_bounds.*)
+from sparsity_theory import gaussian_laws  # noqa: E402  (sharp Gaussian laws: st.gaussian_laws.*)
 from sparsity_theory import windows  # noqa: E402  (window strategies, Claim 7.1: st.windows.*)
 from sparsity_theory.attention import (  # noqa: E402
     attention_logits,
@@ -76,6 +77,7 @@ __all__ = [
     "evaluate_rows",
     "exact_attention",
     "frobenius_aggregate",
+    "gaussian_laws",
     "gaussian_weights",
     "kth_largest",
     "kth_smallest",

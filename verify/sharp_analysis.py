@@ -1,0 +1,387 @@
+"""Analysis of the ``sharp_laws`` suite: each law against measurement, the
+phase diagram of the fitted window exponent, and the paper's bounds against the
+sharp Gaussian forms. Rules (fixed before looking at the data, applied to the
+real laws and to planted wrong ones, which they must reject):
+
+* a law of a mean (``k_eps / n``, the normaliser offset, the tail mass at
+  n/10) is consistent when, at the largest n of the grid, its relative error
+  is within ``LAW_TOLERANCE`` plus two standard errors, and is no larger than at
+  the smallest n (up to two standard errors each): the error shrinks with n;
+* the fitted exponent of ``k_eps ~ n^C`` (log-log slope of the mean window
+  over the whole grid, percentile bootstrap 95% interval over seeds) agrees
+  with the finite-n law ``n Phibar(c sqrt(ln n) + Phi^{-1}(eps))`` when the
+  law's own slope over the same grid lies in the interval widened by
+  ``SLOPE_TOLERANCE``; it moves toward the limit ``1 - c^2/2`` when the local
+  slope over the top two lengths is closer to the limit than over the bottom
+  two; collapse (c > sqrt(2)) means the interval's upper end is below
+  ``COLLAPSE_SLOPE``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from sparsity_theory import bounds, gaussian_laws as laws
+from verify.strategy_analysis import loglog_slope
+
+LAW_TOLERANCE = 0.02
+SLOPE_TOLERANCE = 0.03
+COLLAPSE_SLOPE = 0.1
+# Planted wrong laws: half the exponential tilt in the window law, and the REM
+# exponent of a score scale c / sqrt(2) (C = 1 - c^2/4). The rules must reject both.
+WRONG_TILT = 0.5
+WRONG_C_FACTOR = 1 / math.sqrt(2)
+
+
+def _split(cell_results):
+    fixed = sorted((r for _, r in cell_results if r["kind"] == "fixed"),
+                   key=lambda r: (r["sigma"], r["n"]))
+    rem = sorted((r for _, r in cell_results if r["kind"] == "rem"), key=lambda r: (r["c"], r["n"]))
+    return fixed, rem
+
+
+def _law_check(rows: list[dict]) -> dict:
+    """The mean-law rule on rows sorted by n with keys rel, rel_se."""
+    first, last = rows[0], rows[-1]
+    close = abs(last["rel"]) <= LAW_TOLERANCE + 2 * last["rel_se"]
+    shrinks = abs(last["rel"]) <= abs(first["rel"]) + 2 * (first["rel_se"] + last["rel_se"])
+    return {"close": bool(close), "shrinks": bool(shrinks), "holds": bool(close and shrinks),
+            "rel_first": first["rel"], "rel_last": last["rel"], "n_first": first["n"],
+            "n_last": last["n"]}
+
+
+def _rel(mean: float, se: float, law: float) -> dict:
+    return {"rel": mean / law - 1.0, "rel_se": se / law}
+
+
+def window_laws(fixed: list[dict]) -> list[dict]:
+    """Per (sigma, eps): measured k_eps/n against Phibar(sigma + Phi^{-1}(eps))
+    over n, the rule's outcome, and the planted half-tilt law's."""
+    groups = defaultdict(list)
+    for r in fixed:
+        for w in r["window"]:
+            groups[(r["sigma"], w["eps"])].append((r["n"], w))
+    out = []
+    for (sigma, eps), rows in sorted(groups.items()):
+        wrong = float(laws.window_fraction_law(WRONG_TILT * sigma, eps))
+        real = [dict(n=n, mean=w["mean_fraction"], se=w["se"], law=w["law"],
+                     **_rel(w["mean_fraction"], w["se"], w["law"])) for n, w in rows]
+        planted = [dict(n=n, **_rel(w["mean_fraction"], w["se"], wrong)) for n, w in rows]
+        out.append({"sigma": sigma, "eps": eps, "law": rows[0][1]["law"], "wrong_law": wrong,
+                    "rows": real, "check": _law_check(real), "wrong_check": _law_check(planted)})
+    return out
+
+
+def other_laws(fixed: list[dict]) -> list[dict]:
+    """Per sigma: the normaliser offset against sigma^2/2 (relative to the law of
+    the normaliser itself, ``e^{offset}``), the tail mass at n/10 against
+    ``Phi(Phibar^{-1}(0.1) - sigma)`` and the mean effective entries against
+    their law (reported, not judged: the law is a mean of a rare count)."""
+    groups = defaultdict(list)
+    for r in fixed:
+        groups[r["sigma"]].append(r)
+    out = []
+    for sigma, rows in sorted(groups.items()):
+        # The normaliser's law is for sum e^u / n, so compare e^{mean offset}:
+        # relative error ~ (mean offset - sigma^2/2), se ~ se of the offset.
+        norm = [dict(n=r["n"], mean=r["normaliser"]["mean_offset"], se=r["normaliser"]["se"],
+                     law=r["normaliser"]["law"],
+                     rel=math.expm1(r["normaliser"]["mean_offset"] - r["normaliser"]["law"]),
+                     rel_se=r["normaliser"]["se"]) for r in rows]
+        tail = [dict(n=r["n"], mean=r["tail"]["mean"], se=r["tail"]["se"], law=r["tail"]["law"],
+                     **_rel(r["tail"]["mean"], r["tail"]["se"], r["tail"]["law"])) for r in rows]
+        effective = [dict(n=r["n"], eps=e["eps"], mean=e["mean"], se=e["se"], law=e["law"],
+                          fraction_positive=e["fraction_positive"])
+                     for r in rows for e in r["effective"]]
+        # Planted: Lemma 4.2 Part 3's Jensen value ln n (offset 0) taken as the law.
+        jensen = [dict(n=r["n"], rel=math.expm1(r["normaliser"]["mean_offset"]),
+                       rel_se=r["normaliser"]["se"]) for r in rows]
+        out.append({"sigma": sigma, "normaliser": norm, "normaliser_check": _law_check(norm),
+                    "normaliser_wrong_check": _law_check(jensen),
+                    "tail": tail, "tail_check": _law_check(tail), "effective": effective})
+    return out
+
+
+def bounds_against_laws(fixed: list[dict], delta: float = 0.05) -> dict:
+    """Theorem 4.3 (k = n/2) and Theorem 5.1 (largest entry) at probability
+    1 - delta against the measured 1 - delta quantile and the sharp Gaussian
+    forms; collapse lengths of Theorem 5.1 against the law's."""
+    rows = []
+    for r in fixed:
+        t43, t51 = r["theorem43"], r["theorem51"]
+        rows.append({
+            "sigma": r["sigma"], "n": r["n"], "seeds": r["seeds"],
+            "t43_bound_over_measured": math.exp(t43["bound"] - t43["measured_quantile"]),
+            "t43_gaussian_over_measured": math.exp(t43["gaussian"] - t43["measured_quantile"]),
+            "t43_failures": t43["failures"],
+            "t51_bound_over_measured": math.exp(t51["bound"] - t51["measured_quantile"]),
+            "t51_gaussian_over_measured": math.exp(t51["gaussian"] - t51["measured_quantile"]),
+            "t51_failures": t51["failures"],
+            # Jensen's share: the normaliser bound ln n - eta against its law ln n + sigma^2/2.
+            "jensen_factor": math.exp(0.5 * r["sigma"] ** 2),
+        })
+    collapse = []
+    sigmas = sorted({r["sigma"] for r in fixed})
+    for sigma in sigmas:
+        group = sorted((r for r in fixed if r["sigma"] == sigma), key=lambda r: r["n"])
+        for j, e in enumerate(group[0]["effective"]):
+            eps = e["eps"]
+            positive = [g["effective"][j]["fraction_positive"] for g in group]
+            # Smallest grid n from which the measured P(E(eps) > 0) stays <= delta.
+            measured = None
+            for i in range(len(group)):
+                if all(p <= delta for p in positive[i:]):
+                    measured = group[i]["n"]
+                    break
+            collapse.append({"sigma": sigma, "eps": eps,
+                             "theorem": bounds.collapse_length(eps, sigma, delta / 2, delta / 2),
+                             "law": laws.collapse_length_law(eps, sigma, delta),
+                             "measured_grid": measured, "grid_max": group[-1]["n"]})
+    return {"rows": rows, "collapse": collapse, "delta": delta}
+
+
+def _law_slope(lengths: np.ndarray, c: float, eps: float, factor: float = 1.0) -> float:
+    sig = np.asarray(laws.rem_score_scale(c * factor, lengths))
+    k = np.asarray(laws.window_size_law(lengths, sig, eps))
+    return float(np.polyfit(np.log(lengths), np.log(k), 1)[0])
+
+
+def phase_diagram(rem: list[dict]) -> list[dict]:
+    """Per (c, eps): fitted exponent with its interval, the finite-n law's slope
+    on the same grid, the limit ``max(0, 1 - c^2/2)``, local slopes (bottom and
+    top pairs of lengths) and the verdicts of the rules."""
+    groups = defaultdict(list)
+    for r in rem:
+        groups[r["c"]].append(r)
+    out = []
+    for c, rows in sorted(groups.items()):
+        rows.sort(key=lambda r: r["n"])
+        lengths = np.array([r["n"] for r in rows], dtype=float)
+        for j, eps in enumerate(rows[0]["window_eps"]):
+            values = np.array([r["k_eps"][j] for r in rows], dtype=float)  # (lengths, seeds)
+            fit = loglog_slope(lengths, values)
+            means = values.mean(axis=1)
+            law_k = np.array([r["law"][j] for r in rows])
+            local = np.diff(np.log(means)) / np.diff(np.log(lengths))
+            law_local = np.diff(np.log(law_k)) / np.diff(np.log(lengths))
+            limit = float(laws.rem_window_exponent(c))
+            law_slope = _law_slope(lengths, c, eps)
+            wrong_slope = _law_slope(lengths, c, eps, WRONG_C_FACTOR)
+            regime = ("boundary" if abs(c - laws.REM_COLLAPSE_C) < 1e-9
+                      else "sparse" if c < laws.REM_COLLAPSE_C else "collapse")
+
+            def agrees(slope: float) -> bool:
+                return fit["low"] - SLOPE_TOLERANCE <= slope <= fit["high"] + SLOPE_TOLERANCE
+            out.append({
+                "c": c, "eps": eps, "regime": regime, "lengths": lengths.astype(int).tolist(),
+                "fitted": fit, "law_slope": law_slope, "limit": limit, "wrong_law_slope": wrong_slope,
+                "local_slopes": local.tolist(), "law_local_slopes": law_local.tolist(),
+                "mean_k": means.tolist(), "law_k": law_k.tolist(),
+                "rel_last": float(means[-1] / law_k[-1] - 1.0),
+                "law_agrees": agrees(law_slope), "wrong_law_agrees": agrees(wrong_slope),
+                "toward_limit": bool(abs(local[-1] - limit) < abs(local[0] - limit)),
+                "collapsed": bool(fit["high"] < COLLAPSE_SLOPE),
+            })
+    return out
+
+
+def analyse(cell_results) -> dict:
+    fixed, rem = _split(cell_results)
+    out = {"rules": {"law_tolerance": LAW_TOLERANCE, "slope_tolerance": SLOPE_TOLERANCE,
+                     "collapse_slope": COLLAPSE_SLOPE, "wrong_tilt": WRONG_TILT,
+                     "wrong_c_factor": WRONG_C_FACTOR}}
+    if fixed:
+        out.update(window_laws=window_laws(fixed), other_laws=other_laws(fixed),
+                   bounds=bounds_against_laws(fixed, fixed[0]["delta"]))
+    if rem:
+        out["phase"] = phase_diagram(rem)
+    return out
+
+
+# --- Markdown ------------------------------------------------------------------------
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.2f}%"
+
+
+def window_markdown(a: dict) -> str:
+    lines = ["| sigma | eps | law k_eps/n | measured at smallest n (rel. error) | at largest n "
+             "(rel. error ± SE) | rule | planted half-tilt law |", "|---|---|---|---|---|---|---|"]
+    for w in a["window_laws"]:
+        f, last = w["rows"][0], w["rows"][-1]
+        lines.append(
+            f"| {w['sigma']:g} | {w['eps']:g} | {w['law']:.5f} | {f['mean']:.5f} at n={f['n']} "
+            f"({_pct(f['rel'])}) | {last['mean']:.5f} at n={last['n']} ({_pct(last['rel'])} ± "
+            f"{100 * last['rel_se']:.2f}%) | {'consistent' if w['check']['holds'] else 'REJECTED'} | "
+            f"{'accepted (no power!)' if w['wrong_check']['holds'] else 'rejected'} "
+            f"({_pct(w['wrong_check']['rel_last'])}) |")
+    return "\n".join(lines)
+
+
+def other_markdown(a: dict) -> str:
+    lines = ["| sigma | normaliser offset − sigma²/2 at smallest / largest n | rule | planted Jensen "
+             "law (offset 0) | tail mass at n/10: rel. error at smallest / largest n | rule |",
+             "|---|---|---|---|---|---|"]
+    for o in a["other_laws"]:
+        nf, nl = o["normaliser"][0], o["normaliser"][-1]
+        tf, tl = o["tail"][0], o["tail"][-1]
+        lines.append(
+            f"| {o['sigma']:g} | {nf['mean'] - nf['law']:+.4f} / {nl['mean'] - nl['law']:+.4f} "
+            f"(± {nl['se']:.4f}) | {'consistent' if o['normaliser_check']['holds'] else 'REJECTED'} | "
+            f"{'accepted (no power!)' if o['normaliser_wrong_check']['holds'] else 'rejected'} | "
+            f"{_pct(tf['rel'])} / {_pct(tl['rel'])} | "
+            f"{'consistent' if o['tail_check']['holds'] else 'REJECTED'} |")
+    lines += ["", "Effective entries E(eps) = #{j : s_j > eps}: mean against the law "
+              "n Phibar((ln(n eps) + sigma²/2)/sigma), and the fraction of seeds with E > 0.", "",
+              "| sigma | eps | n | measured mean | law | P(E > 0) |", "|---|---|---|---|---|---|"]
+    for o in a["other_laws"]:
+        for e in o["effective"]:
+            lines.append(f"| {o['sigma']:g} | {e['eps']:g} | {e['n']} | {e['mean']:.4g} ± {e['se']:.2g} "
+                         f"| {e['law']:.4g} | {e['fraction_positive']:.3f} |")
+    return "\n".join(lines)
+
+
+def bounds_markdown(a: dict) -> str:
+    b = a["bounds"]
+    lines = [f"Each bound at probability 1 − {b['delta']:g}, divided by the measured "
+             f"{1 - b['delta']:g} quantile of the entry it bounds (so 1 would be exact); "
+             "'Gaussian' is the same statement with Gaussian tails and the normaliser at its law "
+             "(`gaussian_laws.small_entry_log_bound_gaussian`, `largest_entry_log_quantile_gaussian`); "
+             "e^{sigma²/2} is what Jensen's inequality in Lemma 4.2 Part 3 gives away.", "",
+             "| sigma | n | T4.3 eps_k (k = n/2) / measured | Gaussian form / measured | T5.1 max-entry "
+             "bound / measured | Gaussian form / measured | e^{sigma²/2} | failures T4.3, T5.1 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in b["rows"]:
+        lines.append(f"| {r['sigma']:g} | {r['n']} | {r['t43_bound_over_measured']:.3g} | "
+                     f"{r['t43_gaussian_over_measured']:.3g} | {r['t51_bound_over_measured']:.3g} | "
+                     f"{r['t51_gaussian_over_measured']:.3g} | {r['jensen_factor']:.3g} | "
+                     f"{r['t43_failures']}, {r['t51_failures']} / {r['seeds']} |")
+    lines += ["", "Collapse length: the n from which no entry exceeds eps with probability 1 − delta "
+              "(Theorem 5.1's n0), from which the law's mean E(eps) is <= delta, and the smallest "
+              "n of the grid from which the measured P(E(eps) > 0) stays <= delta.", "",
+              "| sigma | eps | Theorem 5.1 n0 | law n0 | measured (grid) |", "|---|---|---|---|---|"]
+    for c in b["collapse"]:
+        measured = c["measured_grid"] if c["measured_grid"] is not None else f"> {c['grid_max']}"
+        lines.append(f"| {c['sigma']:g} | {c['eps']:g} | {c['theorem']} | {c['law']} | {measured} |")
+    return "\n".join(lines)
+
+
+def phase_markdown(a: dict) -> str:
+    lines = ["| c | eps | regime | fitted C [95% CI] | finite-n law slope | limit 1 − c²/2 | "
+             "local slope bottom → top | law local bottom → top | mean k / law − 1 at largest n | "
+             "law agrees | toward limit | planted c/√2 law |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in a["phase"]:
+        f = p["fitted"]
+        lines.append(
+            f"| {p['c']:.4g} | {p['eps']:g} | {p['regime']} | {f['slope']:.3f} [{f['low']:.3f}, {f['high']:.3f}] | "
+            f"{p['law_slope']:.3f} | {p['limit']:.3f} | {p['local_slopes'][0]:.3f} → {p['local_slopes'][-1]:.3f} | "
+            f"{p['law_local_slopes'][0]:.3f} → {p['law_local_slopes'][-1]:.3f} | {_pct(p['rel_last'])} | "
+            f"{'yes' if p['law_agrees'] else 'no'} | {'yes' if p['toward_limit'] else 'no'} | "
+            f"{'accepted (no power!)' if p['wrong_law_agrees'] else 'rejected'} ({p['wrong_law_slope']:.3f}) |")
+    return "\n".join(lines)
+
+
+def report(a: dict) -> str:
+    parts = []
+    if "window_laws" in a:
+        parts += ["### Window law k_eps / n → Phibar(sigma + Phi^{-1}(eps)) (fixed sigma)",
+                  f"Rule: relative error at the largest n within {100 * LAW_TOLERANCE:g}% + 2 SE and no "
+                  "larger than at the smallest n.", "", window_markdown(a), "",
+                  "### Normaliser, tail mass and effective entries", "", other_markdown(a), "",
+                  "### The paper's bounds against the sharp laws", "", bounds_markdown(a), ""]
+    if "phase" in a:
+        parts += ["### Phase diagram: k_eps ~ n^C at sigma = c sqrt(ln n)",
+                  f"Fitted C: log-log slope of the mean window over the grid, bootstrap 95% interval; "
+                  f"the law agrees when its slope is in the interval ± {SLOPE_TOLERANCE}; collapse: "
+                  f"interval below {COLLAPSE_SLOPE}.", "", phase_markdown(a), ""]
+    return "\n".join(parts)
+
+
+# --- figures -------------------------------------------------------------------------
+
+
+def figures(cell_results, out_dir: str) -> list[dict]:
+    from verify.figures import _pyplot, _save
+
+    plt = _pyplot()
+    a = analyse(cell_results)
+    out = []
+    if "window_laws" in a:
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4))
+        for w in a["window_laws"]:
+            n = [r["n"] for r in w["rows"]]
+            line = ax.errorbar(n, [r["mean"] for r in w["rows"]], yerr=[2 * r["se"] for r in w["rows"]],
+                               fmt="o", ms=4, label=f"sigma={w['sigma']:g}, eps={w['eps']:g}")
+            ax.axhline(w["law"], color=line[0].get_color(), lw=1, ls="--")
+            bx.plot(n, [max(abs(r["rel"]), 1e-7) for r in w["rows"]], "o-", ms=4,
+                    color=line[0].get_color())
+            bx.plot(n, [2 * r["rel_se"] for r in w["rows"]], ":", color=line[0].get_color())
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("n")
+        ax.set_ylabel("k_eps / n (mean ± 2 SE); dashed: law")
+        ax.legend(fontsize=7)
+        bx.set_xscale("log", base=2)
+        bx.set_yscale("log")
+        bx.set_xlabel("n")
+        bx.set_ylabel("|mean / law − 1| (dotted: 2 SE)")
+        fig.suptitle("Certified window against Phibar(sigma + Phi^-1(eps))")
+        out.append(_save(fig, out_dir, "sharp_window_law.png",
+                         "Sharp window law: measured k_eps/n against Phibar(sigma + Phi^{-1}(eps)) "
+                         "(left) and the relative error shrinking with n (right)"))
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+        for ax, key, title in ((axes[0], "t43", "Theorem 4.3 (k = n/2)"),
+                               (axes[1], "t51", "Theorem 5.1 (largest entry)")):
+            for sigma in sorted({r["sigma"] for r in a["bounds"]["rows"]}):
+                rows = [r for r in a["bounds"]["rows"] if r["sigma"] == sigma]
+                n = [r["n"] for r in rows]
+                line = ax.plot(n, [r[f"{key}_bound_over_measured"] for r in rows], "o-", ms=4,
+                               label=f"bound, sigma={sigma:g}")
+                ax.plot(n, [r[f"{key}_gaussian_over_measured"] for r in rows], "s--", ms=3,
+                        color=line[0].get_color(), label=f"Gaussian form, sigma={sigma:g}")
+            ax.axhline(1, color="k", lw=0.8)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("n")
+            ax.set_ylabel("bound / measured 95% quantile")
+            ax.set_title(title)
+            ax.legend(fontsize=7)
+        out.append(_save(fig, out_dir, "bounds_vs_sharp_laws.png",
+                         "What the bounds leave on the table: Theorem 4.3 and 5.1 bounds and their "
+                         "sharp Gaussian forms over the measured 95% quantile"))
+    if "phase" in a:
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4))
+        cs = np.linspace(0.01, 2.2, 200)
+        ax.plot(cs, np.asarray(laws.rem_window_exponent(cs)), "k-", lw=1, label="limit max(0, 1 − c²/2)")
+        ax.axvline(laws.REM_COLLAPSE_C, color="k", ls=":", lw=1, label="collapse c = √2")
+        for eps, marker in zip(sorted({p["eps"] for p in a["phase"]}, reverse=True), "os"):
+            rows = [p for p in a["phase"] if p["eps"] == eps]
+            c = np.array([p["c"] for p in rows])
+            f = [p["fitted"] for p in rows]
+            ax.errorbar(c, [x["slope"] for x in f],
+                        yerr=[[x["slope"] - x["low"] for x in f], [x["high"] - x["slope"] for x in f]],
+                        fmt=marker, ms=5, capsize=3, label=f"fitted C, eps={eps:g}")
+            ax.plot(c, [p["law_slope"] for p in rows], marker, mfc="none", ms=8,
+                    label=f"finite-n law slope, eps={eps:g}")
+            ax.plot(c, [p["local_slopes"][-1] for p in rows], "x", ms=6,
+                    label=f"local slope, top of grid, eps={eps:g}")
+        ax.set_xlabel("c  (sigma = c sqrt(ln n))")
+        ax.set_ylabel("exponent C of k_eps ~ n^C")
+        ax.legend(fontsize=7)
+        eps0 = max(p["eps"] for p in a["phase"])
+        for p in (p for p in a["phase"] if p["eps"] == eps0):
+            line = bx.plot(p["lengths"], p["mean_k"], "o", ms=4, label=f"c={p['c']:.3g}")
+            bx.plot(p["lengths"], p["law_k"], "-", lw=1, color=line[0].get_color())
+        bx.set_xscale("log", base=2)
+        bx.set_yscale("log")
+        bx.set_xlabel("n")
+        bx.set_ylabel(f"mean k_eps (eps={eps0:g}); lines: finite-n law")
+        bx.legend(fontsize=7)
+        fig.suptitle("Attention phase diagram (Random Energy Model scaling)")
+        out.append(_save(fig, out_dir, "phase_diagram.png",
+                         "Phase diagram: fitted exponent C of k_eps ~ n^C against c, with the limit "
+                         "1 − c²/2, the finite-n law and the collapse point (left); windows against n (right)"))
+    return out
