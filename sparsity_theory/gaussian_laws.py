@@ -30,6 +30,7 @@ returned as natural logs where they can be tiny.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -50,6 +51,27 @@ def _sigma(sigma) -> Array:
         if bool(jnp.any(sigma <= 0)):
             raise ValueError("sigma (the row's score standard deviation) must be > 0.")
     return sigma
+
+
+def _finite(x, name: str) -> Array:
+    x = jnp.asarray(x, dtype=float)
+    if _checks.is_concrete(x):
+        _checks.check_finite_array(x, name)
+    return x
+
+
+def _positive_c(c) -> Array:
+    c = _finite(c, "c")
+    if _checks.is_concrete(c) and bool(jnp.any(c <= 0)):
+        raise ValueError("c must be > 0.")
+    return c
+
+
+def _num_keys(num_keys) -> int:
+    num_keys = _checks.check_int(num_keys, "num_keys")
+    if num_keys < 1:
+        raise ValueError(f"num_keys must be >= 1, got {num_keys}.")
+    return num_keys
 
 
 def _eps(eps) -> Array:
@@ -109,7 +131,7 @@ def log_tail_mass_law(window_fraction, sigma) -> Array:
     The top q n entries are those above ``sigma Phibar^{-1}(q)``; the rest carry
     one minus :func:`log_mass_above` there.
     """
-    q = jnp.asarray(window_fraction, dtype=float)
+    q = _finite(window_fraction, "window_fraction")
     if _checks.is_concrete(q) and bool(jnp.any((q <= 0) | (q >= 1))):
         raise ValueError("window_fraction must be in (0, 1).")
     return special.log_ndtr(inverse_phibar(q) - _sigma(sigma))
@@ -152,7 +174,7 @@ def log_kth_smallest_entry_law(n, k, sigma) -> Array:
     sigma^2/2 - ln n`` (the k-th order statistic at its mean rank, over the
     normaliser's law). Theorem 4.3's ``eps_k`` bounds it from above."""
     n = _n(n)
-    k = jnp.asarray(k, dtype=float)
+    k = _finite(k, "k")
     if _checks.is_concrete(k) and bool(jnp.any((k < 1) | (k > n))):
         raise ValueError("k must be in [1, n].")
     sigma = _sigma(sigma)
@@ -172,8 +194,10 @@ def small_entry_log_bound_gaussian(sigma, num_keys: int, exceedance_probability)
     ``sigma (sqrt(2 ln(1/p)) - Phibar^{-1}(p)) + sigma^2/2 + eta``.
     """
     sigma = _sigma(sigma)
-    return (sigma * inverse_phibar(exceedance_probability) - 0.5 * jnp.square(sigma)
-            - math.log(_checks.check_int(num_keys, "num_keys")))
+    p = _finite(exceedance_probability, "exceedance_probability")
+    if _checks.is_concrete(p) and bool(jnp.any((p <= 0) | (p >= 1))):
+        raise ValueError("exceedance_probability must be in (0, 1).")
+    return (sigma * inverse_phibar(p) - 0.5 * jnp.square(sigma) - math.log(_num_keys(num_keys)))
 
 
 def largest_entry_log_quantile_gaussian(sigma, num_keys: int, delta) -> Array:
@@ -185,13 +209,17 @@ def largest_entry_log_quantile_gaussian(sigma, num_keys: int, delta) -> Array:
     ``sigma (sqrt(2 ln(n/delta_1)) - z) + sigma^2/2 + eta``.
     """
     delta = _checks.check_probability(delta, "delta")
-    num_keys = _checks.check_int(num_keys, "num_keys")
+    num_keys = _num_keys(num_keys)
     sigma = _sigma(sigma)
     # 1 - (1 - delta)^{1/n}, without cancellation.
     tail = -jnp.expm1(jnp.log1p(-jnp.asarray(delta, dtype=float)) / num_keys)
     return sigma * inverse_phibar(tail) - 0.5 * jnp.square(sigma) - math.log(num_keys)
 
 
+_log_phibar_compiled = jax.jit(log_phibar)
+
+
+@functools.lru_cache(maxsize=1024)  # pure in its float arguments; the analysis asks repeatedly
 def collapse_length_law(eps: float, sigma: float, delta: float, max_length: float = 2.0**62):
     """The smallest n from which :func:`effective_entries_law` stays <= delta, so
     ``P(E(eps) >= 1) <= delta`` by Markov's inequality: the sharp counterpart of
@@ -206,7 +234,7 @@ def collapse_length_law(eps: float, sigma: float, delta: float, max_length: floa
     _checks.check_probability(delta, "delta")
 
     def f(L: float) -> float:
-        return L + float(log_phibar((L + math.log(eps) + sigma**2 / 2) / sigma))
+        return L + float(_log_phibar_compiled((L + math.log(eps) + sigma**2 / 2) / sigma))
 
     lo, hi = 0.0, math.log(max_length)
     # Bisect for the maximum of the concave f on [0, hi] (derivative sign), then
@@ -236,10 +264,7 @@ def collapse_length_law(eps: float, sigma: float, delta: float, max_length: floa
 
 def rem_score_scale(c, n) -> Array:
     """``sigma = c sqrt(ln n)``: the Random Energy Model scaling of the score scale."""
-    c = jnp.asarray(c, dtype=float)
-    if _checks.is_concrete(c) and bool(jnp.any(c <= 0)):
-        raise ValueError("c must be > 0.")
-    return c * jnp.sqrt(jnp.log(_n(n)))
+    return _positive_c(c) * jnp.sqrt(jnp.log(_n(n)))
 
 
 def rem_window_exponent(c) -> Array:
@@ -247,7 +272,7 @@ def rem_window_exponent(c) -> Array:
     ``max(0, 1 - c^2/2)`` (any fixed eps). From :func:`window_size_law`:
     ``ln Phibar(c sqrt(L) + O(1)) = -c^2 L/2 + O(sqrt(L))``; at ``c >= sqrt(2)``
     the window stays O(1)."""
-    c = jnp.asarray(c, dtype=float)
+    c = _positive_c(c)
     return jnp.maximum(0.0, 1.0 - 0.5 * jnp.square(c))
 
 
@@ -255,7 +280,7 @@ def rem_effective_entries_exponent(c) -> Array:
     """The limit of ``log E[E(eps)] / log n`` at ``sigma = c sqrt(ln n)``, c < sqrt(2):
     ``-(1 - c^2/2)^2 / (2 c^2)`` (negative: the effective entries above a fixed eps
     vanish, only more slowly as c approaches sqrt(2))."""
-    c = jnp.asarray(c, dtype=float)
+    c = _positive_c(c)
     return -jnp.square(1.0 - 0.5 * jnp.square(c)) / (2.0 * jnp.square(c))
 
 
