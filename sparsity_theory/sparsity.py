@@ -100,7 +100,10 @@ def window_profile(u: Array, max_window: int) -> WindowProfile:
     lse = jax.nn.logsumexp(u)
     # The barrier stops XLA (CPU) from fusing the top-k into the consumers'
     # loops and recomputing it per element: 20x slower without it (jax 0.10.2).
-    top, idx = lax.optimization_barrier(lax.top_k(selection.canonical_zero(u), max_window))
+    _, idx = lax.optimization_barrier(lax.top_k(selection.canonical_zero(u), max_window))
+    # Gather the kept logits from u itself: canonical_zero is a bitcast, through
+    # which jax.grad would give the kept logits a zero gradient.
+    top = u[idx]
     outside = jnp.ones((n,), bool).at[idx].set(False)
     u_out = jnp.where(outside, u, -jnp.inf)
     log_out = jax.nn.logsumexp(u_out)  # -inf when max_window == n

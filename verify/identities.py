@@ -134,7 +134,9 @@ def _run_cell(cell: dict) -> dict[str, Any]:
         out = error_bounds.log_output_error_upper_bound(b.log_tail_upper, b.log_l2_upper, v[:, None])
         for name, ratio in (("D5-lower", b.log_tail_lower - log_tau[..., j]),
                             ("D5-upper", log_tau[..., j] - b.log_tail_upper),
-                            ("D6-lower", b.log_l2_lower - log_l2[..., j]),
+                            # The row's own tau (the stated fact), not D5's lower bound on it.
+                            ("D6-lower", np.asarray(error_bounds.log_l2_error_lower_bound(
+                                log_tau[..., j], n, win)) - log_l2[..., j]),
                             ("D6-upper", log_l2[..., j] - b.log_l2_upper),
                             ("output-upper", np.asarray(stats.log_output_error)[..., j] - out)):
             ratio = np.asarray(ratio)

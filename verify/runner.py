@@ -13,13 +13,14 @@ import sys
 import time
 from types import ModuleType
 
-from verify import identities, lemma42, strategies, theorem43, theorem51, theorem61
+from verify import adversarial, identities, lemma42, strategies, theorem43, theorem51, theorem61
 from verify import sharp_laws
 from verify import ledger
 from verify.provenance import provenance
 
 SUITES: dict[str, ModuleType] = {
-    m.NAME: m for m in (identities, lemma42, theorem43, theorem51, theorem61, strategies, sharp_laws)
+    m.NAME: m for m in (identities, lemma42, theorem43, theorem51, theorem61, strategies,
+                        adversarial, sharp_laws)
 }
 
 # Verdicts that fail a run: a claim broken by the data, or a planted wrong bound
