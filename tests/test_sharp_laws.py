@@ -402,12 +402,14 @@ def _synthetic_analysis(window=(True, True), planted_window=(False, False), othe
     for c, agrees, planted in zip((0.75, 1.0), phase_agrees, planted_phase):
         phase.append({"c": c, "eps": 0.1, "regime": "sparse", "fitted": {"slope": 0.6, "low": 0.55, "high": 0.65},
                       "law_slope": 0.6, "wrong_law_slope": 0.8, "limit": 1 - c**2 / 2,
-                      "local_slopes": [0.7, 0.6], "lengths": [256, 4096], "mean_k": [10.0, 100.0],
+                      "local_slopes": [0.7, 0.6], "law_local_slopes": [0.72, 0.61],
+                      "lengths": [256, 4096], "mean_k": [10.0, 100.0],
                       "rel_last": 0.01, "law_agrees": agrees, "wrong_law_agrees": planted,
                       "toward_limit": True, "collapsed": False})
     phase.append({"c": 2.0, "eps": 0.1, "regime": "collapse",
                   "fitted": {"slope": 0.0, "low": -0.01, "high": 0.02 if collapsed else 0.3},
                   "law_slope": 0.0, "wrong_law_slope": 0.2, "limit": 0.0, "local_slopes": [0.0, 0.0],
+                  "law_local_slopes": [0.0, 0.0],
                   "lengths": [256, 4096], "mean_k": [1.0, 1.0], "rel_last": 0.0, "law_agrees": True,
                   "wrong_law_agrees": False, "toward_limit": False, "collapsed": collapsed})
     a["phase"] = phase
