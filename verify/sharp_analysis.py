@@ -208,6 +208,10 @@ def _pct(x: float) -> str:
     return f"{100 * x:+.2f}%"
 
 
+def _planted(accepted: bool) -> str:
+    return "accepted (no power!)" if accepted else "rejected"
+
+
 def window_markdown(a: dict) -> str:
     lines = ["| sigma | eps | law k_eps/n | measured at smallest n (rel. error) | at largest n "
              "(rel. error ± SE) | rule | planted half-tilt law |", "|---|---|---|---|---|---|---|"]
@@ -217,7 +221,7 @@ def window_markdown(a: dict) -> str:
             f"| {w['sigma']:g} | {w['eps']:g} | {w['law']:.5f} | {f['mean']:.5f} at n={f['n']} "
             f"({_pct(f['rel'])}) | {last['mean']:.5f} at n={last['n']} ({_pct(last['rel'])} ± "
             f"{100 * last['rel_se']:.2f}%) | {'consistent' if w['check']['holds'] else 'REJECTED'} | "
-            f"{'accepted (no power!)' if w['wrong_check']['holds'] else 'rejected'} "
+            f"{_planted(w['wrong_check']['holds'])} "
             f"({_pct(w['wrong_check']['rel_last'])}) |")
     return "\n".join(lines)
 
@@ -232,7 +236,7 @@ def other_markdown(a: dict) -> str:
         lines.append(
             f"| {o['sigma']:g} | {nf['mean'] - nf['law']:+.4f} / {nl['mean'] - nl['law']:+.4f} "
             f"(± {nl['se']:.4f}) | {'consistent' if o['normaliser_check']['holds'] else 'REJECTED'} | "
-            f"{'accepted (no power!)' if o['normaliser_wrong_check']['holds'] else 'rejected'} | "
+            f"{_planted(o['normaliser_wrong_check']['holds'])} | "
             f"{_pct(tf['rel'])} / {_pct(tl['rel'])} | "
             f"{'consistent' if o['tail_check']['holds'] else 'REJECTED'} |")
     lines += ["", "Effective entries E(eps) = #{j : s_j > eps}: mean against the law "
@@ -281,7 +285,7 @@ def phase_markdown(a: dict) -> str:
             f"{p['law_slope']:.3f} | {p['limit']:.3f} | {p['local_slopes'][0]:.3f} → {p['local_slopes'][-1]:.3f} | "
             f"{p['law_local_slopes'][0]:.3f} → {p['law_local_slopes'][-1]:.3f} | {_pct(p['rel_last'])} | "
             f"{'yes' if p['law_agrees'] else 'no'} | {'yes' if p['toward_limit'] else 'no'} | "
-            f"{'accepted (no power!)' if p['wrong_law_agrees'] else 'rejected'} ({p['wrong_law_slope']:.3f}) |")
+            f"{_planted(p['wrong_law_agrees'])} ({p['wrong_law_slope']:.3f}) |")
     return "\n".join(lines)
 
 
