@@ -44,20 +44,18 @@ Array = jax.Array
 REM_COLLAPSE_C = math.sqrt(2.0)  # c at which sigma = c sqrt(ln n) collapses the row
 
 
-def _sigma(sigma) -> Array:
-    sigma = jnp.asarray(sigma, dtype=float)
-    if _checks.is_concrete(sigma):
-        _checks.check_finite_array(sigma, "sigma")
-        if bool(jnp.any(sigma <= 0)):
-            raise ValueError("sigma (the row's score standard deviation) must be > 0.")
-    return sigma
-
-
 def _finite(x, name: str) -> Array:
     x = jnp.asarray(x, dtype=float)
     if _checks.is_concrete(x):
         _checks.check_finite_array(x, name)
     return x
+
+
+def _sigma(sigma) -> Array:
+    sigma = _finite(sigma, "sigma")
+    if _checks.is_concrete(sigma) and bool(jnp.any(sigma <= 0)):
+        raise ValueError("sigma (the row's score standard deviation) must be > 0.")
+    return sigma
 
 
 def _positive_c(c) -> Array:
