@@ -32,6 +32,7 @@ from sparsity_theory.errors import (  # noqa: E402
     sparse_attention_errors,
 )
 from sparsity_theory.evaluate import RowStatistics, evaluate_rows  # noqa: E402
+from sparsity_theory.streaming import stream_rows  # noqa: E402
 from sparsity_theory.inputs import (  # noqa: E402
     MODES,
     AttentionInputs,
@@ -93,6 +94,7 @@ __all__ = [
     "sparse_attention",
     "sparse_attention_errors",
     "sparse_attention_matrix",
+    "stream_rows",
     "tail_mass",
     "top_k_indices",
     "top_k_mask",

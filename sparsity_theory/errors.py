@@ -28,7 +28,9 @@ import jax.numpy as jnp
 
 from sparsity_theory import _checks
 from sparsity_theory.attention import _check_logits
-from sparsity_theory.sparsity import WindowProfile, _as_batch, window_positions, window_profile
+from sparsity_theory.sparsity import (
+    WindowProfile, _as_batch, window_positions, window_profile,
+)
 
 Array = jax.Array
 
@@ -46,33 +48,41 @@ class SparseAttentionErrors(NamedTuple):
     log_output: Optional[Array]
 
 
-def _log_output_error(u: Array, values: Array, prof: WindowProfile, windows: tuple[int, ...]) -> Array:
-    """``log(tau(k) ||mu_tail(k) - mu_head(k)||_2)`` for each k in ``windows``."""
-    top_values = values[prof.top_indices]  # (K, d_v)
+def _log_output_error(top_values: Array, mean_outside: Array, prof: WindowProfile,
+                      windows: tuple[int, ...]) -> Array:
+    """``log(tau(k) ||mu_tail(k) - mu_head(k)||_2)`` for each k in ``windows``.
+
+    ``top_values`` (K, d_v) are the value rows of the top K, largest first;
+    ``mean_outside`` (d_v,) the s-weighted mean of the value rows outside the
+    top K (any finite vector when there are none).
+    """
     num_top = prof.top_logits.shape[0]
     pos = window_positions(windows)
     # Kept means: weights relative to the largest logit lie in (0, 1] and their
     # sum is >= 1, so a plain cumulative sum is accurate.
     w = jnp.exp(prof.top_logits - prof.top_logits[0])
     mu_head = (jnp.cumsum(w[:, None] * top_values, axis=0) / jnp.cumsum(w)[:, None])[pos]
-    # Everything outside the top K, summarised once relative to its own maximum.
-    u_out = jnp.where(prof.outside, u, -jnp.inf)
-    log_out = prof.log_outside
-    max_out = jnp.max(u_out)
-    w_out = jnp.where(prof.outside, jnp.exp(u_out - jnp.where(log_out == -jnp.inf, 0.0, max_out)), 0.0)
-    mu_out = (w_out @ values) / jnp.where(log_out == -jnp.inf, 1.0, jnp.sum(w_out))
     # Dropped means, per window, relative to the largest dropped logit (top[k], or
     # the outside maximum when k = K): every weight is <= 1 and one equals 1, so
     # the mean is exact however small the tail's mass is. O(W K d_v), no scan.
+    max_out = prof.max_outside
     ref = jnp.where(pos + 1 < num_top, prof.top_logits[jnp.minimum(pos + 1, num_top - 1)], max_out)
     ref = jnp.where(ref == -jnp.inf, 0.0, ref)
     dropped = jnp.arange(num_top)[None, :] > pos[:, None]  # (W, K): top entries k.. dropped
     w_drop = jnp.where(dropped, jnp.exp(prof.top_logits[None, :] - ref[:, None]), 0.0)
-    w_rest = jnp.exp(log_out - ref)  # (W,), 0 when nothing lies outside the top K
+    w_rest = jnp.exp(prof.log_outside - ref)  # (W,), 0 when nothing lies outside the top K
     total = jnp.sum(w_drop, axis=1) + w_rest
-    mu_tail = (w_drop @ top_values + w_rest[:, None] * mu_out[None, :]) / jnp.where(
+    mu_tail = (w_drop @ top_values + w_rest[:, None] * mean_outside[None, :]) / jnp.where(
         total > 0, total, 1.0)[:, None]
     return prof.log_tail[pos] + log_norm(mu_tail - mu_head)
+
+
+def _mean_outside(u: Array, values: Array, outside: Array, prof: WindowProfile) -> Array:
+    """s-weighted mean of the value rows outside the top K, weights relative to
+    their own maximum (exact however small their mass); 0 when there are none."""
+    none = prof.log_outside == -jnp.inf
+    w_out = jnp.where(outside, jnp.exp(u - jnp.where(none, 0.0, prof.max_outside)), 0.0)
+    return (w_out @ values) / jnp.where(none, 1.0, jnp.sum(w_out))
 
 
 def log_norm(x: Array) -> Array:
@@ -83,8 +93,12 @@ def log_norm(x: Array) -> Array:
     return jnp.log(big[..., 0]) + 0.5 * jnp.log(jnp.sum((x / safe) ** 2, axis=-1))
 
 
-def _row_errors(u: Array, values: Optional[Array], windows: tuple[int, ...]):
-    prof = window_profile(u, max(windows))
+def errors_from_profile(prof: WindowProfile, windows: tuple[int, ...],
+                        top_values: Optional[Array] = None,
+                        mean_outside: Optional[Array] = None) -> tuple:
+    """``(log tau, log l1, log l2, log linf, log output or None)`` at ``windows``
+    from a row's :class:`WindowProfile` (the factorised forms of the module
+    docstring); shared by the dense rows and the key-streamed rows."""
     pos = window_positions(windows)
     log_tau = prof.log_tail
     log_ratio = log_tau - prof.log_head  # log(tau / (1 - tau))
@@ -92,9 +106,18 @@ def _row_errors(u: Array, values: Optional[Array], windows: tuple[int, ...]):
     log_s1 = prof.top_logits[0] - prof.log_normaliser
     log_linf = jnp.maximum(log_s1 + log_ratio, prof.log_first_dropped)
     out = (log_tau[pos], math.log(2.0) + log_tau[pos], log_l2[pos], log_linf[pos])
-    if values is None:
+    if top_values is None:
         return out + (None,)
-    return out + (_log_output_error(u, values, prof, windows),)
+    return out + (_log_output_error(top_values, mean_outside, prof, windows),)
+
+
+def _row_errors(u: Array, values: Optional[Array], windows: tuple[int, ...]):
+    prof = window_profile(u, max(windows))
+    if values is None:
+        return errors_from_profile(prof, windows)
+    outside = jnp.ones(u.shape, bool).at[prof.top_indices].set(False)
+    return errors_from_profile(prof, windows, values[prof.top_indices],
+                               _mean_outside(u, values, outside, prof))
 
 
 @functools.partial(jax.jit, static_argnames="windows")

@@ -38,18 +38,22 @@ Array = jax.Array
 class WindowProfile(NamedTuple):
     """Per-row quantities for every window k = 1..K (index k - 1).
 
+    ``top_logits`` / ``top_indices``: the K largest logits, largest first (ties
+    to the lower index); ``log_outside`` / ``log_outside_sq`` / ``max_outside``:
+    unnormalised ``log sum exp(u_j)``, ``log sum exp(2 u_j)`` and ``max u_j``
+    over the entries outside the top K (-inf when there are none);
     ``log_tail[k-1] = log tau(k)``; ``log_head[k-1] = log(1 - tau(k))``;
     ``log_tail_sq`` / ``log_head_sq``: log of the sum of ``s_j^2`` over dropped /
     kept entries; ``log_first_dropped[k-1] = log s_(k+1)``, the largest dropped
-    entry (-inf when nothing is dropped); ``log_outside``: unnormalised
-    ``log sum exp(u_j)`` over the entries outside the top K.
+    entry (-inf when nothing is dropped).
     """
 
     log_normaliser: Array
     top_logits: Array
     top_indices: Array
-    outside: Array
     log_outside: Array
+    log_outside_sq: Array
+    max_outside: Array
     log_tail: Array
     log_head: Array
     log_tail_sq: Array
@@ -89,6 +93,30 @@ def _reverse_cumulative_after(x: Array) -> Array:
     return jnp.concatenate([rc[1:], jnp.full((1,), -jnp.inf, x.dtype)])
 
 
+def profile_from_top(log_normaliser: Array, top: Array, top_indices: Array, log_outside: Array,
+                     log_outside_sq: Array, max_outside: Array) -> WindowProfile:
+    """The :class:`WindowProfile` of a row from its K largest logits (sorted,
+    largest first) and three summaries of the entries outside them.
+
+    Everything else follows without the row (``log_normaliser``, the row's
+    ``logsumexp``, equals ``logaddexp(logsumexp(top), log_outside)`` to
+    rounding): the tails are reverse cumulative sums of the top K plus the
+    outside sum, never ``1 - head``. Shared by the dense row
+    (:func:`window_profile`) and the key-streamed rows
+    (:func:`sparsity_theory.stream_rows`), which never hold a whole row.
+    """
+    lse = log_normaliser
+    log_tail = jnp.logaddexp(log_outside, _reverse_cumulative_after(top)) - lse
+    log_tail_sq = jnp.logaddexp(log_outside_sq, _reverse_cumulative_after(2 * top)) - 2 * lse
+    log_head = prefix_logsumexp_sorted(top) - lse
+    log_head_sq = prefix_logsumexp_sorted(2 * top) - 2 * lse
+    first_dropped = jnp.concatenate([top[1:], max_outside[None]]) - lse
+    return WindowProfile(
+        lse, top, top_indices, log_outside, log_outside_sq, max_outside, log_tail, log_head,
+        log_tail_sq, log_head_sq, first_dropped,
+    )
+
+
 def window_profile(u: Array, max_window: int) -> WindowProfile:
     """Tail masses and related sums of one row of logits ``u`` (n,) for every
     window 1..max_window, from one top-k and one masked pass (no sort).
@@ -96,27 +124,15 @@ def window_profile(u: Array, max_window: int) -> WindowProfile:
     Building block of :func:`log_tail_mass` and of
     :func:`sparsity_theory.sparse_attention_errors`; works on one row (vmap it).
     """
-    n = u.shape[-1]
-    lse = jax.nn.logsumexp(u)
     # The barrier stops XLA (CPU) from fusing the top-k into the consumers'
     # loops and recomputing it per element: 20x slower without it (jax 0.10.2).
     _, idx = lax.optimization_barrier(lax.top_k(selection.canonical_zero(u), max_window))
     # Gather the kept logits from u itself: canonical_zero is a bitcast, through
     # which jax.grad would give the kept logits a zero gradient.
     top = u[idx]
-    outside = jnp.ones((n,), bool).at[idx].set(False)
-    u_out = jnp.where(outside, u, -jnp.inf)
-    log_out = jax.nn.logsumexp(u_out)  # -inf when max_window == n
-    log_out_sq = jax.nn.logsumexp(2 * u_out)
-    log_tail = jnp.logaddexp(log_out, _reverse_cumulative_after(top)) - lse
-    log_tail_sq = jnp.logaddexp(log_out_sq, _reverse_cumulative_after(2 * top)) - 2 * lse
-    log_head = prefix_logsumexp_sorted(top) - lse
-    log_head_sq = prefix_logsumexp_sorted(2 * top) - 2 * lse
-    first_dropped = jnp.concatenate([top[1:], jnp.max(u_out, keepdims=True)]) - lse
-    return WindowProfile(
-        lse, top, idx, outside, log_out, log_tail, log_head, log_tail_sq, log_head_sq,
-        first_dropped,
-    )
+    u_out = jnp.where(jnp.ones(u.shape, bool).at[idx].set(False), u, -jnp.inf)
+    return profile_from_top(jax.nn.logsumexp(u), top, idx, jax.nn.logsumexp(u_out), jax.nn.logsumexp(2 * u_out),
+                            jnp.max(u_out))
 
 
 def window_positions(windows: tuple[int, ...]) -> Array:

@@ -28,7 +28,7 @@ def _cell(n=48, mode="cross", model="gaussian"):
 
 def test_identities_hold_on_a_small_cell(tiny):
     result = identities.run_cell(_cell())
-    assert set(result) == set(identities.CLAIMS)
+    assert set(result) == set(identities.CLAIMS) - {"stream-agreement"}
     for claim, r in result.items():
         assert r["checked"] > 0, claim
         assert r["violations"] == 0, (claim, r)
@@ -36,14 +36,41 @@ def test_identities_hold_on_a_small_cell(tiny):
             assert 0 < r["worst_ratio"] <= 1 + 1e-9, claim
 
 
-def _inflate(monkeypatch, field, factor):
-    real = st.evaluate_rows
+def _inflate(monkeypatch, field, factor, engine="evaluate_rows"):
+    real = getattr(st, engine)
 
     def wrong(*args, **kwargs):
         stats = real(*args, **kwargs)
         return stats._replace(**{field: getattr(stats, field) + math.log(factor)})
 
-    monkeypatch.setattr(st, "evaluate_rows", wrong)
+    monkeypatch.setattr(st, engine, wrong)
+
+
+def _sampled_cell(n=300, diameter=True, monkeypatch=None):
+    """A cell of the large preset's kind: 8 sampled rows, key-streamed."""
+    monkeypatch.setitem(identities.PRESETS, "large", dict(
+        identities.PRESETS["large"], max_window=16, diameter_max_n=n if diameter else n - 1))
+    return dict(_cell(n=n), rows=8, dense=False)
+
+
+def test_sampled_rows_are_streamed_and_hold(monkeypatch):
+    result = identities.run_cell(_sampled_cell(monkeypatch=monkeypatch))
+    assert set(result) == set(identities.CLAIMS) - {"dense-agreement", "block-agreement"}
+    for claim, r in result.items():
+        assert r["checked"] > 0, claim
+        assert r["violations"] == 0, (claim, r)
+    # 8 rows x 2 seeds x windows 1..16 (five powers of two)
+    assert result["D4"]["checked"] == 8 * 2 * 5
+    assert "D3" not in identities.run_cell(_sampled_cell(diameter=False, monkeypatch=monkeypatch))
+
+
+def test_a_wrong_streamed_tail_mass_is_caught(monkeypatch):
+    """The streamed engine is checked against the dense one and against D5."""
+    cell = _sampled_cell(monkeypatch=monkeypatch)
+    _inflate(monkeypatch, "log_tail_mass", 1.5, engine="stream_rows")
+    result = identities.run_cell(cell)
+    assert result["stream-agreement"]["violations"] == 1
+    assert result["D5-upper"]["violations"] > 0
 
 
 def test_a_wrong_tail_mass_is_caught(tiny, monkeypatch):

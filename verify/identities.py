@@ -11,6 +11,16 @@ worst over the cell.
 Two cross-checks of the implementation ride along: the factorised output error
 against the dense ``||Att_i - Att_k,i||`` (where tau is large enough for the dense
 difference to be meaningful), and blocked against unblocked evaluation.
+
+Long contexts (the ``large`` preset, n up to 2^20 on a CPU): above
+``all_rows_max_n`` a cell samples ``rows`` query rows per seed against all n keys
+(``st.sample_inputs(..., rows=m)``; the facts are per row, so every sampled row
+is checked exactly as any other) and evaluates them with the key-streamed
+``st.stream_rows`` (memory O(query block x (K + key block)), windows capped at
+``max_window``); seeds run one at a time so memory stays O(n d). Those cells
+cross-check the streamed engine against the dense one on a few rows
+(``stream-agreement``), and check D3 only up to ``diameter_max_n`` keys (the
+diameter of the value rows costs O(n^2 d); it is computed in blocks).
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from scipy.spatial.distance import pdist
+from scipy.spatial.distance import cdist
 
 import sparsity_theory as st
 from sparsity_theory import error_bounds
@@ -38,12 +48,17 @@ CLAIMS = {
     "output-upper": "||(s - s^)^T V||_2 <= min(2 tau_up max_j ||v_j - vbar||, l2_up ||V - 1 vbar^T||_2), tau_up, l2_up from D5, D6",
     "dense-agreement": "factorised output error = dense ||(s - s^)^T V|| where tau > 1e-6 (rel. 1e-8)",
     "block-agreement": "blocked evaluation = unblocked (integers exactly, logs to 1e-12)",
+    "stream-agreement": "key-streamed evaluation = dense on sampled rows (integers exactly, "
+                        "certified window censored at K + 1, logs to 1e-12)",
 }
 
 PRESETS = {
     "quick": {"lengths": (64, 256, 1024), "seeds": 8, "d": 16, "dense_max_n": 256},
     "paper": {"lengths": (256, 1024, 4096), "seeds": 64, "d": 64, "dense_max_n": 1024},
-    "large": {"lengths": (1024, 4096, 16384), "seeds": 32, "d": 64, "dense_max_n": 1024},
+    # Above all_rows_max_n: `rows` sampled query rows per seed, key-streamed.
+    "large": {"lengths": (1024, 4096, 16384, 65536, 2**18, 2**20), "seeds": 8, "d": 64,
+              "dense_max_n": 1024, "all_rows_max_n": 4096, "rows": 256, "max_window": 128,
+              "diameter_max_n": 16384},
 }
 
 MODELS = dict(STANDARD_MODELS)
@@ -58,6 +73,7 @@ def cells(preset: str, seeds: int | None = None) -> list[dict]:
             "suite": NAME, "model": model, "mode": mode, "n": n, "d": p["d"],
             "seeds": seeds or p["seeds"], "seed_base": 1000 * i,
             "dense": n <= p["dense_max_n"],
+            **({"rows": p["rows"]} if n > p.get("all_rows_max_n", n) else {}),
         }
         for i, (model, mode, n) in enumerate(
             (m, mode, n) for m in MODELS for mode in st.MODES for n in p["lengths"]
@@ -66,20 +82,27 @@ def cells(preset: str, seeds: int | None = None) -> list[dict]:
 
 
 def cell_id(cell: dict) -> str:
-    return f"{cell['model']}-{cell['mode']}-n{cell['n']}-d{cell['d']}-s{cell['seeds']}"
+    rows = f"-m{cell['rows']}" if "rows" in cell else ""
+    return f"{cell['model']}-{cell['mode']}-n{cell['n']}-d{cell['d']}-s{cell['seeds']}{rows}"
 
 
-def _windows(n: int) -> tuple[int, ...]:
+def _windows(n: int, max_window: int | None = None) -> tuple[int, ...]:
     # Powers of two below n: at k = n every error is exactly 0 (D4), and that
     # window would make the top-k a full sort of every row.
-    return tuple(2**j for j in range(int(math.log2(n)) + 1) if 2**j < n) or (1,)
+    cap = n if max_window is None else min(n, max_window + 1)
+    return tuple(2**j for j in range(int(math.log2(n)) + 1) if 2**j < cap) or (1,)
 
 
-def _sample(key, n, d, model, mode):
+def _sample(key, n, d, model, mode, rows=None):
     kin, kw = jax.random.split(key)
-    inputs = st.sample_inputs(kin, n, d, model, mode)
+    inputs = st.sample_inputs(kin, n, d, model, mode, rows=rows)
     weights = st.gaussian_weights(kw, d)
     return st.project(inputs, weights)
+
+
+def _diameter(v: np.ndarray, block: int = 1024) -> float:
+    """``max_{j, l} ||v_j - v_l||_2``, in row blocks (memory O(block x n))."""
+    return max(float(cdist(v[i:i + block], v).max()) for i in range(0, v.shape[0], block))
 
 
 def _log_ratio_summary(log_ratio: np.ndarray) -> dict:
@@ -97,28 +120,89 @@ def run_cell(cell: dict) -> dict[str, Any]:
         return _run_cell(cell)
 
 
+def _streamed_statistics(cell, model, windows, scale, keys):
+    """Sampled rows, one seed at a time, through the key-streamed engine; plus
+    its agreement with the dense engine on the first rows of the first seed."""
+    n, d = cell["n"], cell["d"]
+    per_seed, norms = [], []
+    for key in keys:
+        q, k, v = _sample(key, n, d, model, cell["mode"], rows=cell["rows"])
+        per_seed.append(jax.tree_util.tree_map(np.asarray, st.stream_rows(
+            q, k, v, windows=windows, eps=(1e-3,), scale=scale, query_block=64,
+            key_block=4096)))
+        norms.append(_value_norms(np.asarray(v), n <= PRESETS["large"]["diameter_max_n"]))
+        if len(per_seed) == 1:
+            dense = st.evaluate_rows(q[:8], k, v, windows=windows, eps=(1e-3,), scale=scale,
+                                     block_size=8)
+            agreement = _agreement(jax.tree_util.tree_map(lambda a: a[:8], per_seed[0]), dense,
+                                   censor=max(windows) + 1)
+    stats = jax.tree_util.tree_map(lambda *a: np.stack(a), *per_seed)
+    return stats, np.array(norms), agreement
+
+
+def _value_norms(v: np.ndarray, with_diameter: bool = True) -> tuple[float, float, float]:
+    """(diameter or nan, radius R_V, spectral norm of the centred V) of one seed's
+    value rows: what D3 and the output bound need, so V need not be kept."""
+    diameter = (_diameter(v) if v.shape[0] > 1 else 0.0) if with_diameter else math.nan
+    return (diameter, float(error_bounds.value_radius(v)),
+            float(error_bounds.value_spectral_norm(v)))
+
+
+def _agreement(a, b, censor=None) -> dict:
+    """Integers exactly (the certified window of ``a`` censored at ``censor``),
+    finite logs to a relative 1e-12, -inf at the same places."""
+    worst = 0.0
+    mismatched_integers = 0
+    for name, x, y in zip(a._fields, a, b):
+        if x is None:
+            continue
+        x, y = np.asarray(x), np.asarray(y)
+        if np.issubdtype(x.dtype, np.integer):
+            if name == "certified_window" and censor is not None:
+                y = np.minimum(y, censor)
+            mismatched_integers += int(np.sum(x != y))
+        else:
+            fin = np.isfinite(x) & np.isfinite(y)
+            diff = np.abs(x[fin] - y[fin]) / np.maximum(1, np.abs(x[fin]))
+            worst = max(worst, float(np.max(diff, initial=0)))
+            mismatched_integers += int(np.sum(np.isfinite(x) != np.isfinite(y)))
+    return {
+        "checked": int(np.asarray(a.log_normaliser).size),
+        "violations": int(mismatched_integers > 0 or worst > 1e-12),
+        "median_ratio": None, "worst_ratio": None, "worst_relative_difference": worst,
+    }
+
+
 def _run_cell(cell: dict) -> dict[str, Any]:
     n, d = cell["n"], cell["d"]
     model = MODELS[cell["model"]]
-    windows = _windows(n)
+    streamed = "rows" in cell
+    windows = _windows(n, PRESETS["large"]["max_window"] if streamed else None)
     keys = jax.random.split(jax.random.PRNGKey(cell["seed_base"]), cell["seeds"])
-    q, k, v = jax.vmap(lambda key: _sample(key, n, d, model, cell["mode"]))(keys)
     scale = 1.0 / math.sqrt(d)
-    evaluate = jax.vmap(
-        lambda q, k, v: st.evaluate_rows(q, k, v, windows=windows, eps=(1e-3,), scale=scale,
-                                         block_size=64)
-    )
-    stats = evaluate(q, k, v)
+    results = {}
+    if streamed:
+        stats, norms, results["stream-agreement"] = _streamed_statistics(
+            cell, model, windows, scale, keys)
+    else:
+        q, k, v = jax.vmap(lambda key: _sample(key, n, d, model, cell["mode"]))(keys)
+        evaluate = jax.vmap(
+            lambda q, k, v: st.evaluate_rows(q, k, v, windows=windows, eps=(1e-3,), scale=scale,
+                                             block_size=64)
+        )
+        stats = evaluate(q, k, v)
+        norms = np.array([_value_norms(np.asarray(vi)) for vi in v])
     w = np.asarray(windows, float)[None, None, :]
     log_tau = np.asarray(stats.log_tail_mass)
     spread = np.asarray(stats.max_logit - stats.min_logit)  # ln r per row
     keep = w < n  # the bounds are stated for k < n (both sides are 0 at k = n)
-    results = {}
     parts: dict[str, list] = {}
 
-    diam = np.array([pdist(np.asarray(vi)).max() if n > 1 else 0.0 for vi in v])
-    ratio = np.asarray(stats.log_output_error) - (log_tau + np.log(diam)[:, None, None])
-    results["D3"] = _log_ratio_summary(ratio[np.broadcast_to(keep, ratio.shape) & np.isfinite(log_tau)])
+    diam, radius, spectral = norms.T
+    if not np.isnan(diam).any():  # nan: more keys than diameter_max_n
+        ratio = np.asarray(stats.log_output_error) - (log_tau + np.log(diam)[:, None, None])
+        results["D3"] = _log_ratio_summary(
+            ratio[np.broadcast_to(keep, ratio.shape) & np.isfinite(log_tau)])
 
     bound = np.where(keep, np.log(np.maximum(1 - w / n, 1e-300)), 0.0)
     results["D4"] = _log_ratio_summary((log_tau - bound)[np.broadcast_to(keep, log_tau.shape)])
@@ -131,7 +215,8 @@ def _run_cell(cell: dict) -> dict[str, Any]:
         if win >= n:
             continue
         b = error_bounds.deterministic_error_bounds(spread, n, win)
-        out = error_bounds.log_output_error_upper_bound(b.log_tail_upper, b.log_l2_upper, v[:, None])
+        out = error_bounds.log_output_error_bound_from_norms(
+            b.log_tail_upper, b.log_l2_upper, radius[:, None], spectral[:, None])
         for name, ratio in (("D5-lower", b.log_tail_lower - log_tau[..., j]),
                             ("D5-upper", log_tau[..., j] - b.log_tail_upper),
                             # The row's own tau (the stated fact), not D5's lower bound on it.
@@ -144,32 +229,19 @@ def _run_cell(cell: dict) -> dict[str, Any]:
     for name, chunks in parts.items():
         results[name] = _log_ratio_summary(np.concatenate(chunks))
 
-    if cell["dense"]:
+    if cell["dense"] and not streamed:
         results["dense-agreement"] = _dense_agreement(
             np.asarray(q), np.asarray(k), np.asarray(v), scale, windows,
             log_tau, np.asarray(stats.log_output_error),
         )
 
-    one_block = jax.vmap(
-        lambda q, k, v: st.evaluate_rows(q, k, v, windows=windows, eps=(1e-3,), scale=scale,
-                                         block_size=n)
-    )(q[:2], k[:2], v[:2])
-    blocked = jax.tree_util.tree_map(lambda a: a[:2], stats)
-    worst = 0.0
-    mismatched_integers = 0
-    for a, b in zip(blocked, one_block):
-        a, b = np.asarray(a), np.asarray(b)
-        if np.issubdtype(a.dtype, np.integer):
-            mismatched_integers += int(np.sum(a != b))
-        else:
-            fin = np.isfinite(a) & np.isfinite(b)
-            diff = np.abs(a[fin] - b[fin]) / np.maximum(1, np.abs(a[fin]))
-            worst = max(worst, float(np.max(diff, initial=0)))
-            mismatched_integers += int(np.sum(np.isfinite(a) != np.isfinite(b)))
-    results["block-agreement"] = {
-        "checked": int(2 * n), "violations": int(mismatched_integers > 0 or worst > 1e-12),
-        "median_ratio": None, "worst_ratio": None, "worst_relative_difference": worst,
-    }
+    if not streamed:
+        one_block = jax.vmap(
+            lambda q, k, v: st.evaluate_rows(q, k, v, windows=windows, eps=(1e-3,), scale=scale,
+                                             block_size=n)
+        )(q[:2], k[:2], v[:2])
+        results["block-agreement"] = _agreement(
+            jax.tree_util.tree_map(lambda a: a[:2], stats), one_block)
     return results
 
 
