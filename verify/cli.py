@@ -23,6 +23,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, default=None, help="override the preset's seed count")
     run.add_argument("--out", default="results/quick", help="output directory (resumable)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dist = run.add_argument_group(
+        "several processes", "spread the seeds over the devices of several processes (hosts): "
+        "start the same command on every host; process 0 prints and writes the output")
+    dist.add_argument("--distributed", action="store_true",
+                      help="join a multi-process run (jax.distributed; without the options "
+                      "below it detects SLURM, Open MPI, TPU pods, ...)")
+    dist.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                      help="address of process 0's coordinator service")
+    dist.add_argument("--num-processes", type=int, default=None, metavar="N")
+    dist.add_argument("--process-id", type=int, default=None, metavar="I",
+                      help="this process's id, 0 to N-1 (0 writes the output)")
     rep = sub.add_parser("report", help="print the verdict table of a finished run")
     rep.add_argument("dir")
     led = sub.add_parser("ledger", help="write the claims ledger of finished runs (Markdown)")
@@ -34,6 +45,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "run":
+        explicit = (args.coordinator, args.num_processes, args.process_id)
+        if not args.distributed and any(a is not None for a in explicit):
+            print("--coordinator, --num-processes and --process-id need --distributed",
+                  file=sys.stderr)
+            return 2
+        if args.distributed:  # before anything else touches JAX
+            from verify import devices
+            try:
+                devices.initialize_distributed(*explicit)
+            except (RuntimeError, ValueError) as e:
+                print(f"error: could not join the distributed run: {e}", file=sys.stderr)
+                return 2
     from verify import runner  # imported late: it loads JAX
 
     if args.command == "list":
@@ -52,6 +76,8 @@ def main(argv=None) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        if results is None:  # a non-primary process: the primary reports
+            return 0
         print(runner.verdict_table(results["verdicts"]))
         print(f"\nwrote {os.path.join(args.out, 'results.json')} and report.md")
         return 1 if any(v["verdict"] in runner.FAILING_VERDICTS for v in results["verdicts"]) else 0

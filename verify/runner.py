@@ -3,6 +3,21 @@
 Each finished cell is written at once to ``DIR/cells/<suite>/<cell id>.json``; a
 run re-started with the same DIR (and the same preset and seeds) loads those and
 computes only the missing cells, so a sweep survives a crash half-way.
+
+Several processes (``sparsity-verify run --distributed``, ``verify.devices``):
+every process runs this same function (SPMD, multi-controller), and the seeds of
+each sampled chunk are spread over the devices of all of them, so every process
+must compute the same cells in the same order. Only the primary (process 0)
+reads saved cells, prints progress and writes files. It decides which cells are
+reused from its own DIR and broadcasts that decision (one flag per planned
+cell) before the loop, so the processes agree even when DIR is not on a shared
+filesystem (or differs between hosts); the other processes never read DIR. Each
+process then computes every cell that is not reused, in plan order, and gets the
+same results (``map_seeds`` gathers every seed on every process); a suite's
+computations outside the sampler run on each process's own devices, redundantly.
+After the loop the other processes return None: they hold neither the reused
+cells' results nor any files, so summaries, figures, results.json, report.md and
+claims.md come from the primary alone, and its exit status is the run's.
 """
 
 from __future__ import annotations
@@ -12,10 +27,13 @@ import os
 import sys
 import time
 from types import ModuleType
+from typing import Optional
+
+import numpy as np
 
 from verify import adversarial, identities, lemma42, strategies, theorem43, theorem51, theorem61
 from verify import sharp_laws
-from verify import ledger
+from verify import devices, ledger
 from verify.provenance import provenance
 
 SUITES: dict[str, ModuleType] = {
@@ -47,35 +65,60 @@ def _progress(done: int, total: int, label: str, started: float) -> None:
     sys.stderr.flush()
 
 
-def run(suite_names, preset: str, seeds: int | None, out_dir: str, progress: bool = True) -> dict:
+def _saved_results(plan, out_dir: str) -> list[Optional[dict]]:
+    """Per planned cell, its result saved in ``out_dir`` by an earlier run of the
+    same cell, or None."""
+    saved = []
+    for suite, cell in plan:
+        path = os.path.join(out_dir, "cells", suite.NAME, suite.cell_id(cell) + ".json")
+        result = None
+        if os.path.exists(path):
+            with open(path) as f:
+                data = json.load(f)
+            if data["cell"] == cell:
+                result = data["result"]
+        saved.append(result)
+    return saved
+
+
+def run(suite_names, preset: str, seeds: int | None, out_dir: str,
+        progress: bool = True) -> Optional[dict]:
+    """Run the suites' cells and write results.json, report.md and claims.md;
+    return the results (None on a non-primary process: see the module docstring)."""
     unknown = [s for s in suite_names if s not in SUITES]
     if unknown:
         raise ValueError(f"unknown suite(s) {unknown}; known: {sorted(SUITES)}")
-    os.makedirs(out_dir, exist_ok=True)
+    primary = devices.is_primary()
+    progress = progress and primary
+    if primary:
+        os.makedirs(out_dir, exist_ok=True)
     plan = [(SUITES[s], c) for s in suite_names for c in SUITES[s].cells(preset, seeds)]
     started = time.time()
     per_suite: dict[str, list] = {s: [] for s in suite_names}
+    # The primary's saved cells decide, for every process, which cells are reused.
+    saved = _saved_results(plan, out_dir) if primary else [None] * len(plan)
+    reuse = devices.broadcast_from_primary(np.array([r is not None for r in saved], np.int32))
     reused = 0
-    for i, (suite, cell) in enumerate(plan):
+    for i, ((suite, cell), result, reuse_it) in enumerate(zip(plan, saved, reuse)):
+        if reuse_it:
+            per_suite[suite.NAME].append((cell, result))
+            reused += 1
+            continue
         cid = suite.cell_id(cell)
-        path = os.path.join(out_dir, "cells", suite.NAME, cid + ".json")
-        if os.path.exists(path):
-            with open(path) as f:
-                saved = json.load(f)
-            if saved["cell"] == cell:
-                per_suite[suite.NAME].append((cell, saved["result"]))
-                reused += 1
-                continue
         if progress:
             _progress(i, len(plan), cid, started)
         t0 = time.time()
         result = suite.run_cell(cell)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        _write_json(path, {"cell": cell, "result": result, "seconds": time.time() - t0})
+        if primary:
+            path = os.path.join(out_dir, "cells", suite.NAME, cid + ".json")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _write_json(path, {"cell": cell, "result": result, "seconds": time.time() - t0})
         per_suite[suite.NAME].append((cell, result))
     if progress:
         _progress(len(plan), len(plan), "done", started)
         sys.stderr.write("\n")
+    if not primary:
+        return None
     verdicts = [row for s in suite_names for row in SUITES[s].summarise(per_suite[s])]
     figures = []
     for s in suite_names:
@@ -88,6 +131,7 @@ def run(suite_names, preset: str, seeds: int | None, out_dir: str, progress: boo
         "seeds_override": seeds,
         "suites": list(suite_names),
         "provenance": provenance(),
+        "processes": devices.process_info(),
         "cells": {s: [{"cell": c, "result": r} for c, r in per_suite[s]] for s in suite_names},
         "verdicts": verdicts,
         "figures": figures,
@@ -136,6 +180,12 @@ def verdict_table(verdicts: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _processes(results: dict) -> str:
+    """" over N processes" for a multi-process run (older results lack the field)."""
+    count = results.get("processes", {}).get("process_count", 1)
+    return f" over {count} processes" if count > 1 else ""
+
+
 def markdown_report(results: dict) -> str:
     prov = results["provenance"]
     claims = "\n".join(
@@ -149,7 +199,7 @@ def markdown_report(results: dict) -> str:
 
 - preset: `{results['preset']}`; suites: {', '.join(results['suites'])}
 - git commit: `{prov['git_commit']}`; time (UTC): {prov['time_utc']}
-- device: {prov['device']['backend']} ({prov['device']['kind']}, {prov['device']['count']} device(s)), host cpus {prov['device']['cpu_count']}
+- device: {prov['device']['backend']} ({prov['device']['kind']}, {prov['device']['count']} device(s){_processes(results)}), host cpus {prov['device']['cpu_count']}
 - versions: {', '.join(f'{k} {v}' for k, v in prov['versions'].items())}
 - wall time: {results['seconds']:.1f} s ({results['cells_reused']} cells reused from an earlier run)
 

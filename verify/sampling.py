@@ -15,6 +15,7 @@ import numpy as np
 
 import sparsity_theory as st
 from sparsity_theory import bounds
+from verify import devices
 
 # The input models the suites sweep by default: centred and shifted Gaussian,
 # bounded Uniform and Rademacher (docs/definitions.md gives their proxies).
@@ -51,18 +52,24 @@ class RowScores(NamedTuple):
 WEIGHTS = {"gaussian": st.gaussian_weights, "orthogonal": st.orthogonal_weights}
 
 
-@functools.partial(jax.jit, static_argnames=("model", "n", "d", "mode", "scale"))
-def _row_chunk(keys, weights, model, n: int, d: int, mode: str, scale: float):
-    """(sigma, mu, scores, diagonal score) of row 0 for each key; compiled once per
-    configuration (weights are traced, so a new seed_base does not recompile)."""
-    def one(key):
-        inp = st.sample_inputs(key, n, d, model, mode)
-        x = inp.x[0]
-        w = bounds.row_weight_vector(x, weights, scale)
-        others = inp.y[1:] if mode == "self" else inp.y
-        return (bounds.row_score_scale(x, weights, model, scale),
-                bounds.row_score_mean(x, weights, model, scale), others @ w, inp.y[0] @ w)
-    return jax.vmap(one)(keys)
+def _row(key, weights, *, model, n: int, d: int, mode: str, scale: float):
+    """(sigma, mu, scores, diagonal score) of row 0 for one key. The static
+    configuration is bound with functools.partial, so that ``devices.map_seeds``
+    compiles once per configuration (weights are traced: a new seed_base does
+    not recompile)."""
+    # Only row 0 is a query: draw just it (bit-identical to the full draw's row 0).
+    inp = st.sample_inputs(key, n, d, model, mode, rows=1)
+    x = inp.x[0]
+    w = bounds.row_weight_vector(x, weights, scale)
+    others = inp.y[1:] if mode == "self" else inp.y
+    return (bounds.row_score_scale(x, weights, model, scale),
+            bounds.row_score_mean(x, weights, model, scale), others @ w, inp.y[0] @ w)
+
+
+def chunk_size(n: int, d: int) -> int:
+    """Seeds per chunk: about SEED_CHUNK_ELEMENTS input entries, rounded up to a
+    multiple of the global device count so that every device gets a share."""
+    return devices.padded_count(max(1, SEED_CHUNK_ELEMENTS // (n * max(d, 1))), jax.device_count())
 
 
 def sample_row_scores(model, n: int, d: int, mode: str, seeds: int, seed_base: int,
@@ -80,20 +87,20 @@ def sample_row_scores(model, n: int, d: int, mode: str, seeds: int, seed_base: i
     N(0, weight_scale^2 / d)) or ``orthogonal`` (weight_scale times Haar
     orthogonal, so that sigma_i = nu scale weight_scale^2 ||x_i||_2); the inputs
     of seed s from the s-th key of ``jax.random.split``. ``scale`` is the score
-    scale lambda.
+    scale lambda. Each chunk of seeds is spread over all devices (and processes,
+    see ``verify.devices``); every process gets every seed's result.
     """
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {sorted(WEIGHTS)}, got {weights!r}.")
     base = jax.random.PRNGKey(seed_base)
     weights = WEIGHTS[weights](jax.random.fold_in(base, 0), d, scale=weight_scale)
 
-    def chunk(keys):
-        return _row_chunk(keys, weights, model, n, d, mode, float(scale))
-    all_keys = jax.random.split(jax.random.fold_in(base, 1), seeds)
-    size = max(1, SEED_CHUNK_ELEMENTS // (n * max(d, 1)))
+    row = functools.partial(_row, model=model, n=n, d=d, mode=mode, scale=float(scale))
+    all_keys = np.asarray(jax.random.split(jax.random.fold_in(base, 1), seeds))
+    size = chunk_size(n, d)
 
     def rows_of(keys) -> RowScores:
-        sig, mu, u, diag = (np.asarray(a) for a in chunk(keys))
+        sig, mu, u, diag = devices.map_seeds(row, keys, weights)
         return RowScores(sig, mu, u, diag if mode == "self" else None)
 
     starts = range(0, seeds, size)
