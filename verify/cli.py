@@ -1,4 +1,4 @@
-"""The ``sparsity-verify`` command: ``list``, ``run``, ``report``, ``ledger``."""
+"""The ``sparsity-verify`` command: ``list``, ``run``, ``report``, ``ledger``, ``bench``."""
 
 from __future__ import annotations
 
@@ -40,10 +40,17 @@ def _parser() -> argparse.ArgumentParser:
     led.add_argument("dirs", nargs="+", help="run directories; a suite in several is taken "
                      "from the first that has it")
     led.add_argument("--out", default=None, help="output file (default: FIRST_DIR/claims.md)")
+    sub.add_parser("bench", add_help=False,
+                   help="benchmark the per-row pipeline against NumPy and the score matmul "
+                   "(`sparsity-verify bench --help` for its options)")
     return p
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # its own options: verify/bench.py
+        from verify import bench
+        return bench.main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "run":
         explicit = (args.coordinator, args.num_processes, args.process_id)
