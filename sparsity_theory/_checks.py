@@ -64,8 +64,8 @@ def check_window(k: Any, n: int, name: str = "k") -> int:
 
 def check_windows(windows: Any, n: int, name: str = "windows") -> tuple[int, ...]:
     """A non-empty sequence of window sizes, each in [1, n]."""
-    if isinstance(windows, (numbers.Integral, np.integer)):
-        windows = (windows,)
+    if np.ndim(windows) == 0:  # a scalar (int, float, 0-d array, None): one window
+        windows = (windows.item() if isinstance(windows, np.ndarray) else windows,)
     windows = tuple(windows)
     if not windows:
         raise ValueError(f"{name} must hold at least one window size.")
@@ -130,9 +130,13 @@ def check_block_size(block_size: Any, name: str = "block_size") -> int:
 
 
 def as_tuple_of_floats(values: Any, name: str) -> tuple[float, ...]:
-    if isinstance(values, (numbers.Real, np.floating)):
+    if np.ndim(values) == 0:  # a scalar, 0-d arrays included
         values = (values,)
-    out = tuple(float(v) for v in values)
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number or a flat sequence of numbers, "
+                         f"got {values!r}.") from None
     if not out:
         raise ValueError(f"{name} must hold at least one value.")
     return out

@@ -202,7 +202,9 @@ def log_positive(x: Array) -> Array:
 
 @jax.jit
 def _num_small(logits: Array, log_eps: Array) -> Array:
-    log_s = logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    # Every entry is at most 1: clamp at log 1 = 0, so that eps = 1 counts all n
+    # even when rounding puts the largest u_j - lse a few ulps above 0.
+    log_s = jnp.minimum(logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True), 0.0)
     below = log_s.reshape(log_s.shape + (1,) * log_eps.ndim) <= log_eps
     return jnp.sum(below, axis=logits.ndim - 1)
 

@@ -178,7 +178,9 @@ def _count_small(q, key_blocks, log_normaliser, log_eps, n, scale):
     def step(count, block):
         start, keys = block
         u, valid = _block_scores(q, keys, start, n, scale)
-        small = (u - log_normaliser[:, None])[:, :, None] <= log_eps[None, None, :]
+        # Clamped at log 1 = 0, as in sparsity.num_small_entries.
+        log_s = jnp.minimum(u - log_normaliser[:, None], 0.0)
+        small = log_s[:, :, None] <= log_eps[None, None, :]
         return count + jnp.sum(small & valid[None, :, None], axis=1, dtype=count.dtype), None
 
     starts = jnp.arange(key_blocks.shape[0], dtype=jnp.int32) * key_blocks.shape[1]
@@ -226,8 +228,9 @@ def _query_block(q, key_blocks, value_blocks, values, log_eps, scale, n, windows
 
     # |S_eps| from the top K when the K-th largest entry is already small.
     threshold = log_eps[None, :]
-    kth = (run.top[:, -1] - lse)[:, None]
-    large_in_top = jnp.sum((run.top - lse[:, None])[:, :, None] > threshold[:, None, :], axis=1)
+    log_top = jnp.minimum(run.top - lse[:, None], 0.0)  # clamped as in _count_small
+    kth = log_top[:, -1:]
+    large_in_top = jnp.sum(log_top[:, :, None] > threshold[:, None, :], axis=1)
     resolved = (kth <= threshold) | (window == n)
     num_small = lax.cond(
         jnp.all(resolved),
