@@ -127,23 +127,31 @@ def _merge_candidates(carry: _Running, u, positions, valid, start, values, value
     every other entry of the block, and every evicted former top entry, joins
     the outside sums."""
     b, num_keys = u.shape
-    rows = jnp.arange(b)[:, None]
     # Earlier keys first: lax.top_k breaks ties by position, so ties go to the
     # lower index.
-    union = jnp.concatenate([carry.top, jnp.take_along_axis(u, positions, axis=1)], axis=1)
+    union = canonical_zero(
+        jnp.concatenate([carry.top, jnp.take_along_axis(u, positions, axis=1)], axis=1))
     indices = jnp.concatenate([carry.top_indices, start + positions], axis=1)
     # As in sparsity.window_profile: the barrier keeps XLA from recomputing the
     # top-k inside its consumers' loops.
-    _, keep = lax.optimization_barrier(lax.top_k(canonical_zero(union), window))
-    top = jnp.take_along_axis(union, keep, axis=1)
+    top, keep = lax.optimization_barrier(lax.top_k(union, window))
     top_indices = jnp.take_along_axis(indices, keep, axis=1)
-    kept = jnp.zeros(union.shape, bool).at[rows, keep].set(True)
-    # The block's kept entries, back at their block positions; former top
-    # entries map to the out-of-range position num_keys, which the scatter drops.
-    block_position = jnp.concatenate(
-        [jnp.full((b, window), num_keys, jnp.int32), positions], axis=1)
-    kept_block = jnp.zeros(u.shape, bool).at[
-        rows, jnp.take_along_axis(block_position, keep, axis=1)].set(True, mode="drop")
+    # Which entries were kept, by comparison rather than a scatter (XLA's CPU
+    # scatter cost more than the top-k): everything above the K-th kept value t,
+    # and of the entries equal to t those up to the K-th kept's position (top-k
+    # takes ties in increasing position).
+    t = top[:, -1:]
+    last = keep[:, -1:]
+    kept = (union > t) | ((union == t) & (jnp.arange(union.shape[1]) <= last))
+    # In the block: its entries above t are candidates (non-candidates lie below
+    # the block's K-th largest, hence below t); ties up to the block position of
+    # the K-th kept, when it came from the block (block ties are candidates in
+    # increasing position).
+    from_block = last >= window
+    last_in_block = jnp.where(from_block, jnp.take_along_axis(
+        positions, jnp.maximum(last - window, 0), axis=1), -1)
+    block = canonical_zero(u)
+    kept_block = (block > t) | ((block == t) & (jnp.arange(num_keys) <= last_in_block))
     evicted = jnp.where(kept[:, :window], -jnp.inf, carry.top)
     block_out = jnp.where(kept_block, -jnp.inf, u)
     # Everything not kept joins the outside sums, relative to its largest entry.
