@@ -158,7 +158,9 @@ def _merge_candidates(carry: _Running, u, positions, valid, start, values, value
     ref = jnp.maximum(jnp.max(evicted, axis=1), jnp.max(block_out, axis=1))
     shift = _finite_or_zero(ref)[:, None]
     e_evicted = jnp.exp(evicted - shift)
-    e_block = jnp.exp(block_out - shift)
+    # The barrier keeps XLA (CPU) from fusing the exp into the value product's
+    # operand, which turned that product into a slow loop.
+    e_block = lax.optimization_barrier(jnp.exp(block_out - shift))
     log_new = jnp.log(jnp.sum(e_evicted, axis=1) + jnp.sum(e_block, axis=1)) + ref
     log_new_sq = jnp.log(jnp.sum(e_evicted ** 2, axis=1) + jnp.sum(e_block ** 2, axis=1)) + 2 * ref
     max_outside = jnp.maximum(carry.max_outside, ref)
