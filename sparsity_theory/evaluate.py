@@ -105,6 +105,18 @@ def evaluate_rows(
     Returns:
       :class:`RowStatistics` with leading axis m. ``jax.vmap`` it over seeds.
     """
+    queries, keys, values, log_eps, scale, windows = validated_rows_arguments(
+        queries, keys, values, windows, eps, scale)
+    block_size = _checks.check_block_size(block_size)
+    return _evaluate(queries, keys, values, log_eps, scale, windows,
+                     min(block_size, max(1, queries.shape[0])))
+
+
+def validated_rows_arguments(queries, keys, values, windows, eps, scale) -> tuple:
+    """The shared argument checks of the row engines (:func:`evaluate_rows`,
+    :func:`sparsity_theory.stream_rows`): shapes, finiteness, windows in [1, n],
+    eps in (0, 1], a finite scale. Returns ``(queries, keys, values, log_eps,
+    scale, windows)`` in one floating dtype (integers become the default float)."""
     _check_qkv(queries, keys, values)
     _checks.check_ndim(queries, 2, "queries")
     _checks.check_ndim(keys, 2, "keys")
@@ -115,15 +127,11 @@ def evaluate_rows(
     eps = _checks.as_tuple_of_floats(eps, "eps")
     _checks.check_eps(eps)
     _checks.check_finite_scalar(scale, "scale")
-    block_size = _checks.check_block_size(block_size)
     queries = jnp.asarray(queries)
     dtype = jnp.result_type(queries.dtype, jnp.asarray(keys).dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
     if values is not None:
         values = jnp.asarray(values, dtype)
-    return _evaluate(
-        queries.astype(dtype), jnp.asarray(keys, dtype), values,
-        log_eps_array(eps, dtype), jnp.asarray(scale, dtype),
-        windows, min(block_size, max(1, jnp.shape(queries)[0])),
-    )
+    return (queries.astype(dtype), jnp.asarray(keys, dtype), values,
+            log_eps_array(eps, dtype), jnp.asarray(scale, dtype), windows)

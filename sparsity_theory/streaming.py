@@ -44,11 +44,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from sparsity_theory import _checks
-from sparsity_theory.attention import _check_qkv
 from sparsity_theory.errors import errors_from_profile
-from sparsity_theory.evaluate import RowStatistics
+from sparsity_theory.evaluate import RowStatistics, validated_rows_arguments
 from sparsity_theory.selection import canonical_zero
-from sparsity_theory.sparsity import log_eps_array, profile_from_top
+from sparsity_theory.sparsity import profile_from_top
 
 Array = jax.Array
 
@@ -309,26 +308,9 @@ def stream_rows(
       query_block: query rows per block.
       key_block: keys per block.
     """
-    _check_qkv(queries, keys, values)
-    _checks.check_ndim(queries, 2, "queries")
-    _checks.check_ndim(keys, 2, "keys")
-    if values is not None:
-        _checks.check_ndim(values, 2, "values")
-    n = jnp.shape(keys)[0]
-    windows = _checks.check_windows(windows, n)
-    eps = _checks.as_tuple_of_floats(eps, "eps")
-    _checks.check_eps(eps)
-    _checks.check_finite_scalar(scale, "scale")
+    queries, keys, values, log_eps, scale, windows = validated_rows_arguments(
+        queries, keys, values, windows, eps, scale)
     query_block = _checks.check_block_size(query_block, "query_block")
     key_block = _checks.check_block_size(key_block, "key_block")
-    queries = jnp.asarray(queries)
-    dtype = jnp.result_type(queries.dtype, jnp.asarray(keys).dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.result_type(float)
-    if values is not None:
-        values = jnp.asarray(values, dtype)
-    return _stream(
-        queries.astype(dtype), jnp.asarray(keys, dtype), values, log_eps_array(eps, dtype),
-        jnp.asarray(scale, dtype), windows, min(query_block, max(1, jnp.shape(queries)[0])),
-        min(key_block, n),
-    )
+    return _stream(queries, keys, values, log_eps, scale, windows,
+                   min(query_block, max(1, queries.shape[0])), min(key_block, keys.shape[0]))
