@@ -62,23 +62,31 @@ def _row_statistics(u, values, windows, log_eps):
     )
 
 
+def row_blocks(x: Array, block_size: int) -> Array:
+    """``x`` (r, ...) zero-padded to a multiple of ``block_size`` rows and split
+    into blocks: (ceil(r / block_size), block_size, ...)."""
+    num_blocks = -(-x.shape[0] // block_size)
+    pad = ((0, num_blocks * block_size - x.shape[0]),) + ((0, 0),) * (x.ndim - 1)
+    return jnp.pad(x, pad).reshape((num_blocks, block_size) + x.shape[1:])
+
+
+def map_row_blocks(fn, rows: Array, block_size: int):
+    """``fn`` applied to ``block_size`` rows at a time with ``lax.map``; the
+    per-row results are joined again and the padding rows dropped."""
+    out = jax.lax.map(fn, row_blocks(rows, block_size))
+    return jax.tree_util.tree_map(
+        lambda a: a.reshape((-1,) + a.shape[2:])[:rows.shape[0]], out)
+
+
 @functools.partial(jax.jit, static_argnames=("windows", "block_size"))
 def _evaluate(queries, keys, values, log_eps, scale, windows, block_size):
-    m = queries.shape[0]
-    num_blocks = -(-m // block_size)
-    padded = jnp.pad(queries, ((0, num_blocks * block_size - m), (0, 0)))
-    blocks = padded.reshape(num_blocks, block_size, queries.shape[1])
-
     def block(q):
         logits = _scores(q, keys, scale)
         return jax.vmap(_row_statistics, in_axes=(0, None, None, None))(
             logits, values, windows, log_eps
         )
 
-    stats = jax.lax.map(block, blocks)
-    return jax.tree_util.tree_map(
-        lambda a: a.reshape((num_blocks * block_size,) + a.shape[2:])[:m], stats
-    )
+    return map_row_blocks(block, queries, block_size)
 
 
 def evaluate_rows(

@@ -45,7 +45,9 @@ from jax import lax
 
 from sparsity_theory import _checks
 from sparsity_theory.errors import errors_from_profile
-from sparsity_theory.evaluate import RowStatistics, validated_rows_arguments
+from sparsity_theory.evaluate import (
+    RowStatistics, map_row_blocks, row_blocks, validated_rows_arguments,
+)
 from sparsity_theory.selection import canonical_zero
 from sparsity_theory.sparsity import profile_from_top
 
@@ -257,21 +259,12 @@ def _query_block(q, key_blocks, value_blocks, values, log_eps, scale, n, windows
 
 @functools.partial(jax.jit, static_argnames=("windows", "query_block", "key_block"))
 def _stream(queries, keys, values, log_eps, scale, windows, query_block, key_block):
-    m, n = queries.shape[0], keys.shape[0]
-    num_key_blocks = -(-n // key_block)
-    pad = num_key_blocks * key_block - n
-    key_blocks = jnp.pad(keys, ((0, pad), (0, 0))).reshape(num_key_blocks, key_block, -1)
-    value_blocks = None
-    if values is not None:
-        value_blocks = jnp.pad(values, ((0, pad), (0, 0))).reshape(num_key_blocks, key_block, -1)
-    num_blocks = -(-m // query_block)
-    padded = jnp.pad(queries, ((0, num_blocks * query_block - m), (0, 0)))
-    blocks = padded.reshape(num_blocks, query_block, queries.shape[1])
-    stats = lax.map(
+    n = keys.shape[0]
+    key_blocks = row_blocks(keys, key_block)
+    value_blocks = None if values is None else row_blocks(values, key_block)
+    return map_row_blocks(
         lambda q: _query_block(q, key_blocks, value_blocks, values, log_eps, scale, n, windows),
-        blocks)
-    return jax.tree_util.tree_map(
-        lambda a: a.reshape((num_blocks * query_block,) + a.shape[2:])[:m], stats)
+        queries, query_block)
 
 
 def stream_rows(
