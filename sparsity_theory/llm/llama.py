@@ -1,0 +1,207 @@
+"""A LLaMA-family decoder in pure JAX, with its attention exposed and replaceable.
+
+Per block (pre-norm): ``h = x + Attn(RMSNorm(x))``, ``x' = h + MLP(RMSNorm(h))`` with
+``RMSNorm(x) = x / sqrt(mean(x^2) + eps) * g`` and the SwiGLU MLP
+``W_down (silu(W_gate x) * W_up x)``. Attention is causal and grouped-query: query
+head h reads key/value head ``h // (heads / kv_heads)``; scores
+``u_ij = <q_i, k_j> / sqrt(head_dim)`` for ``j <= i`` after RoPE.
+
+The quantities of the paper, per layer and head, are the scores of the row of
+query i over its ``n_i = i + 1`` visible keys: :func:`forward` returns the
+post-RoPE queries, keys and the values of every layer.
+
+Sparse attention (the paper's Definition 3.4 applied in every layer, Section 7):
+``KeptSet`` chooses, for each query row with n visible keys, ``k = windows[n]``
+keys, either the k largest scores (``top-k``; ties all kept, which never matters
+for float scores) or the first ``sinks`` positions and the most recent
+``k - sinks`` (``sink-recent``, StreamingLLM). The softmax is then taken over the
+kept keys only, so later layers see the sparse model's own activations.
+
+Everything runs in the dtype of the weights (float32 by default), with the
+softmax in log space; queries are processed in blocks so that the score memory
+is ``heads x block x n``, not ``heads x n x n``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from sparsity_theory.llm.gguf_file import LlamaConfig, LlamaWeights
+
+Array = jax.Array
+SELECTIONS = ("top-k", "sink-recent")
+
+
+class KeptSet(NamedTuple):
+    """Which keys each query row keeps: ``windows[n]`` keys for a row with n
+    visible keys (``windows[0]`` unused), chosen by ``selection``."""
+
+    windows: np.ndarray  # int, (max_length + 1,), windows[n] in [1, n]
+    selection: str = "top-k"
+    sinks: int = 4
+
+
+class Activations(NamedTuple):
+    """Per layer: post-RoPE queries (L, heads, n, head_dim), keys and values
+    (L, kv_heads, n, head_dim)."""
+
+    queries: Array
+    keys: Array
+    values: Array
+
+
+class ForwardResult(NamedTuple):
+    logits: Array  # (n, vocab)
+    activations: Optional[Activations]
+
+
+def rms_norm(x: Array, gain: Array, eps: float) -> Array:
+    return x * lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps) * gain
+
+
+def rope_angles(positions: Array, head_dim: int, base: float, freq_factors: Array) -> Array:
+    """``theta_{p,i} = p base^(-2i/head_dim) / factor_i`` for pair i, shape (n, head_dim/2)."""
+    inv = base ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim) / freq_factors
+    return positions[:, None].astype(jnp.float32) * inv[None, :].astype(jnp.float32)
+
+
+def apply_rope(x: Array, angles: Array) -> Array:
+    """Rotate adjacent feature pairs ``(2i, 2i+1)`` of x (..., n, head_dim) by
+    ``angles`` (n, head_dim/2): GGUF's (llama.cpp's) pairing, see gguf_file."""
+    pairs = x.reshape(x.shape[:-1] + (-1, 2))
+    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    a, b = pairs[..., 0], pairs[..., 1]
+    return jnp.stack([a * cos - b * sin, a * sin + b * cos], axis=-1).reshape(x.shape)
+
+
+def kept_keys(scores: Array, visible: Array, rows: Array, windows: Array, selection: str,
+              sinks: int, max_window: int) -> Array:
+    """Boolean mask of kept keys for a block of query rows.
+
+    scores: (..., m, n) with ``visible`` (m, n) causal; rows: (m,) query
+    positions (n_i = rows + 1 visible keys); windows: per visible count."""
+    n_visible = rows + 1
+    k = jnp.minimum(windows[n_visible], n_visible)  # (m,)
+    if selection == "top-k":
+        masked = jnp.where(visible, scores, -jnp.inf)
+        top = lax.top_k(masked, max_window)[0]  # (..., m, K), largest first
+        threshold = jnp.take_along_axis(top, (k - 1)[(None,) * (top.ndim - 2) + (slice(None), None)]
+                                        * jnp.ones(top.shape[:-1] + (1,), jnp.int32), axis=-1)
+        return visible & (scores >= threshold)
+    if selection == "sink-recent":
+        j = jnp.arange(scores.shape[-1])[None, :]
+        s = jnp.minimum(sinks, k)[:, None]
+        keep = (j < s) | (j > rows[:, None] - (k[:, None] - s))
+        return jnp.broadcast_to(visible & keep, scores.shape)
+    raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
+
+
+def _attention(q, k, v, kept_set, selection, sinks, max_window, block):
+    """Causal grouped-query attention, blocked over query rows.
+    q: (H, n, hd); k, v: (KV, n, hd). Returns (H, n, hd)."""
+    heads, n, hd = q.shape
+    group = heads // k.shape[0]
+    k = jnp.repeat(k, group, axis=0)
+    v = jnp.repeat(v, group, axis=0)
+    scale = float(1.0 / np.sqrt(hd))
+    blocks = n // block
+
+    def one(start):
+        rows = start + jnp.arange(block)
+        qb = lax.dynamic_slice_in_dim(q, start, block, axis=1)
+        u = jnp.einsum("hmd,hnd->hmn", qb, k) * scale
+        visible = jnp.arange(n)[None, :] <= rows[:, None]
+        keep = visible if kept_set is None else kept_keys(u, visible, rows, kept_set, selection,
+                                                          sinks, max_window)
+        u = jnp.where(keep, u, -jnp.inf)
+        p = jnp.exp(u - jnp.max(u, axis=-1, keepdims=True))
+        return jnp.einsum("hmn,hnd->hmd", p, v) / jnp.sum(p, axis=-1)[..., None]
+
+    out = lax.map(one, jnp.arange(blocks) * block)  # (blocks, H, block, hd)
+    return jnp.moveaxis(out, 0, 1).reshape(heads, n, hd)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "selection", "sinks", "max_window",
+                                             "block", "keep_activations"))
+def _forward(weights: LlamaWeights, tokens: Array, windows, config: LlamaConfig, selection: str,
+             sinks: int, max_window: int, block: int, keep_activations: bool):
+    c, hd = config, config.head_dim
+    n = tokens.shape[0]
+    x = weights.embedding[tokens]
+    angles = rope_angles(jnp.arange(n), hd, c.rope_base, weights.rope_freq_factors)
+
+    def layer(x, w):
+        h = rms_norm(x, w.attn_norm, c.rms_eps)
+        q = (h @ w.wq.T).reshape(n, c.heads, hd).transpose(1, 0, 2)
+        k = (h @ w.wk.T).reshape(n, c.kv_heads, hd).transpose(1, 0, 2)
+        v = (h @ w.wv.T).reshape(n, c.kv_heads, hd).transpose(1, 0, 2)
+        q, k = apply_rope(q, angles), apply_rope(k, angles)
+        a = _attention(q, k, v, windows, selection, sinks, max_window, block)
+        x = x + a.transpose(1, 0, 2).reshape(n, c.heads * hd) @ w.wo.T
+        h = rms_norm(x, w.ffn_norm, c.rms_eps)
+        x = x + (jax.nn.silu(h @ w.w_gate.T) * (h @ w.w_up.T)) @ w.w_down.T
+        return x, (Activations(q, k, v) if keep_activations else None)
+
+    x, acts = lax.scan(layer, x, weights.layers)
+    logits = rms_norm(x, weights.final_norm, c.rms_eps) @ weights.output.T
+    return logits, acts
+
+
+def _block_size(n: int, block: int) -> int:
+    b = min(block, n)
+    while n % b:
+        b -= 1
+    return b
+
+
+def forward(weights: LlamaWeights, config: LlamaConfig, tokens, kept: Optional[KeptSet] = None,
+            keep_activations: bool = False, block: int = 512) -> ForwardResult:
+    """Logits (n, vocab) of a token sequence, dense or with the sparse attention
+    ``kept`` in every layer; with ``keep_activations`` also every layer's
+    post-RoPE queries, keys and values (:class:`Activations`)."""
+    tokens = jnp.asarray(tokens, jnp.int32)
+    if tokens.ndim != 1 or tokens.shape[0] < 1:
+        raise ValueError(f"tokens must be a non-empty 1-D sequence, got shape {tokens.shape}.")
+    n = int(tokens.shape[0])
+    if isinstance(tokens, jax.Array) and not isinstance(tokens, jax.core.Tracer):
+        bad = np.asarray((tokens < 0) | (tokens >= config.vocab_size))
+        if bad.any():
+            raise ValueError(f"token ids must lie in [0, {config.vocab_size}); "
+                             f"{int(bad.sum())} do not.")
+    windows, selection, sinks, max_window = None, "top-k", 0, 1
+    if kept is not None:
+        if kept.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {kept.selection!r}.")
+        w = np.asarray(kept.windows)
+        if w.ndim != 1 or w.shape[0] < n + 1 or np.any(w[1:n + 1] < 1):
+            raise ValueError(f"windows must give a window >= 1 for every visible count 1..{n} "
+                             f"(an array of length >= {n + 1}), got shape {w.shape}.")
+        w = np.minimum(w[:n + 1], np.arange(n + 1)).astype(np.int32)
+        w[0] = 1
+        windows, selection, sinks = jnp.asarray(w), kept.selection, int(kept.sinks)
+        max_window = int(w.max())
+    logits, acts = _forward(weights, tokens, windows, config, selection, sinks, max_window,
+                            _block_size(n, block), keep_activations)
+    return ForwardResult(logits, acts)
+
+
+def token_losses(logits: Array, tokens: Array) -> Array:
+    """Next-token negative log-likelihoods ``-log p(t_{i+1} | t_<=i)``, shape (n - 1,)."""
+    log_p = jax.nn.log_softmax(logits[:-1], axis=-1)
+    return -jnp.take_along_axis(log_p, jnp.asarray(tokens)[1:, None], axis=-1)[:, 0]
+
+
+def generate(weights: LlamaWeights, config: LlamaConfig, tokens, steps: int) -> list[int]:
+    """Greedy continuation: ``steps`` new tokens, each the argmax of the next-token
+    logits (a full forward per step: for short demonstrations only)."""
+    out = [int(t) for t in tokens]
+    for _ in range(steps):
+        logits = forward(weights, config, np.asarray(out)).logits
+        out.append(int(jnp.argmax(logits[-1])))
+    return out[len(tokens):]
