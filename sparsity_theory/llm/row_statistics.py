@@ -1,0 +1,155 @@
+"""The paper's per-row quantities on causal attention rows (real models).
+
+Row i of a causal attention head sees ``n_i = i + 1`` keys; its scores are
+``u_ij = <q_i, k_j> / sqrt(head_dim)`` for ``j <= i`` and its softmax row is
+``s_ij = exp(u_ij - logsumexp_j u_ij)``. For every row this module measures, from
+one descending sort of the visible scores (in log space throughout):
+
+* the certified window ``k_eps`` (smallest k with tail mass ``tau(k) <= eps``), the
+  effective entries ``E(eps) = #{j : s_ij > eps}`` (Definition 3.2, Section 5) and
+  ``log tau(k)`` at fixed windows (Definition 3.4; ``-inf`` once k >= n_i);
+* the empirical score mean ``mu_i`` and spread ``sigma_i`` (population standard
+  deviation over the n_i visible scores: the stand-in for the sub-Gaussian proxy
+  of Lemma 4.2, which a real row does not have), the largest deviation
+  ``max_j |u_ij - mu_i|`` and the range ``max_j u_ij - min_j u_ij``;
+* ``log`` of the k-th smallest entry for ``k = ceil(q n_i)`` (Theorem 4.3 holds
+  for the row iff it is at most eps_k);
+* the mass on the first ``sinks`` keys (attention sinks) and on the ``local``
+  most recent keys.
+
+Tail masses come from a reverse cumulative log-sum-exp of the sorted row
+(``sparsity.suffix_logsumexp``), never as ``1 - head``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sparsity_theory.sparsity import suffix_logsumexp
+
+Array = jax.Array
+
+
+class CausalRowStatistics(NamedTuple):
+    """Per head and query row (shape (heads, n, ...)); row i sees i + 1 keys."""
+
+    mean: Array  # mu_i
+    sigma: Array  # sigma_i
+    max_deviation: Array  # max_j |u_ij - mu_i|
+    spread: Array  # max_j u_ij - min_j u_ij
+    log_normaliser: Array  # logsumexp_j u_ij
+    certified_window: Array  # (..., len(eps)) int
+    effective_entries: Array  # (..., len(eps)) int
+    log_tail_mass: Array  # (..., len(windows))
+    log_kth_smallest: Array  # (..., len(small_fractions))
+    log_sink_mass: Array  # mass on keys 0..sinks-1
+    log_local_mass: Array  # mass on keys i-local+1..i
+
+
+def small_counts(n: Array, fraction: float) -> Array:
+    """``k = ceil(q n)`` clipped to [1, n]: the number of small entries Theorem 4.3
+    is asked to guarantee in a row of n keys."""
+    return jnp.clip(jnp.ceil(fraction * n - 1e-9).astype(jnp.int32), 1, n)
+
+
+def _block_statistics(u, rows, n, log_eps, windows, fractions, sinks, local):
+    """u: (H, m, N) scores of query rows ``rows`` (m,) against keys 0..N-1."""
+    visible = jnp.arange(u.shape[-1])[None, :] <= rows[:, None]  # (m, N)
+    count = (rows + 1).astype(u.dtype)
+    masked = jnp.where(visible, u, -jnp.inf)
+    zeroed = jnp.where(visible, u, 0.0)
+    mean = jnp.sum(zeroed, axis=-1) / count
+    centred = jnp.where(visible, u - mean[..., None], 0.0)
+    sigma = jnp.sqrt(jnp.sum(jnp.square(centred), axis=-1) / count)
+    srt = -jnp.sort(-masked, axis=-1)  # descending; masked entries last
+    lse = jax.nn.logsumexp(masked, axis=-1)
+    last = jnp.broadcast_to(rows, srt.shape[:-1])[..., None]
+    spread = srt[..., 0] - jnp.take_along_axis(srt, last, axis=-1)[..., 0]
+    # log tau(k) for k = 1..N: the mass outside the k largest.
+    after = jnp.vectorize(suffix_logsumexp, signature="(n)->(n)")(srt)
+    log_tail = jnp.concatenate([after[..., 1:], jnp.full(after.shape[:-1] + (1,), -jnp.inf, u.dtype)],
+                               axis=-1) - lse[..., None]
+    certified = 1 + jnp.sum(log_tail[..., None, :] > log_eps[:, None], axis=-1)
+    certified = jnp.minimum(certified, (rows + 1)[:, None])
+    log_s = masked - lse[..., None]
+    effective = jnp.sum(log_s[..., None, :] > log_eps[:, None], axis=-1)
+    tails = log_tail[..., jnp.asarray(windows) - 1]
+    ks = jnp.stack([small_counts(rows + 1, q) for q in fractions], axis=-1)  # (m, F)
+    idx = jnp.broadcast_to(rows[:, None] + 1 - ks, srt.shape[:-1] + (len(fractions),))
+    kth = jnp.take_along_axis(srt, idx, axis=-1) - lse[..., None]
+    j = jnp.arange(u.shape[-1])[None, :]
+    sink = jax.nn.logsumexp(jnp.where(j < sinks, masked, -jnp.inf), axis=-1) - lse
+    near = visible & (j > rows[:, None] - local)
+    local_mass = jax.nn.logsumexp(jnp.where(near, u, -jnp.inf), axis=-1) - lse
+    return CausalRowStatistics(mean, sigma, jnp.max(jnp.abs(centred), axis=-1), spread, lse,
+                               certified, effective, tails, kth, sink, local_mass)
+
+
+@functools.partial(jax.jit, static_argnames=("windows", "fractions", "sinks", "local"))
+def _statistics(queries, rows, keys, log_eps, windows, fractions, sinks, local):
+    """queries: (H, m, d) of rows ``rows``; keys: (H, L, d), every key the rows see."""
+    scale = 1.0 / math.sqrt(queries.shape[-1])
+    u = jnp.einsum("hmd,hnd->hmn", queries, keys) * jnp.asarray(scale, queries.dtype)
+    return _block_statistics(u, rows, keys.shape[1], log_eps, windows, fractions, sinks, local)
+
+
+def key_lengths(rows: np.ndarray, n: int) -> np.ndarray:
+    """The number of keys read for each row: the next power of two >= row + 1,
+    at most n (rows of one length are computed together; shorter rows do not
+    pay for the whole context)."""
+    return np.minimum(2 ** np.ceil(np.log2(rows + 1)).astype(np.int64), n)
+
+
+def causal_row_statistics(queries, keys, rows=None, eps=(0.1, 0.01), windows=(1, 8, 64),
+                          small_fractions=(0.5, 0.9), sinks: int = 1,
+                          local: int = 8) -> CausalRowStatistics:
+    """:class:`CausalRowStatistics` of one layer's causal attention, for the query
+    positions ``rows`` (default: all), shape (heads, len(rows), ...).
+
+    queries: (heads, n, head_dim), post-RoPE; keys: (kv_heads, n, head_dim) with
+    heads a multiple of kv_heads (query head h reads key head h // group).
+    Rows are grouped by :func:`key_lengths`; memory is O(heads x rows x n).
+    ``windows`` larger than a row's n_i give tail mass 0 (log -inf)."""
+    queries, keys = jnp.asarray(queries), jnp.asarray(keys)
+    if queries.ndim != 3 or keys.ndim != 3 or queries.shape[1:] != keys.shape[1:]:
+        raise ValueError(f"queries (heads, n, d) and keys (kv_heads, n, d) must agree, got "
+                         f"{queries.shape} and {keys.shape}.")
+    if queries.shape[0] % keys.shape[0]:
+        raise ValueError(f"heads ({queries.shape[0]}) must be a multiple of kv_heads ({keys.shape[0]}).")
+    n = queries.shape[1]
+    rows = np.arange(n) if rows is None else np.asarray(rows)
+    if rows.ndim != 1 or rows.size == 0 or not np.issubdtype(rows.dtype, np.integer) \
+            or rows.min() < 0 or rows.max() >= n:
+        raise ValueError(f"rows must be a non-empty 1-D array of positions in [0, {n}).")
+    eps = np.asarray(eps, np.float64).ravel()
+    if eps.size == 0 or np.any(~(eps > 0)) or np.any(eps > 1):
+        raise ValueError(f"eps must be in (0, 1], got {eps.tolist()}.")
+    windows = tuple(int(w) for w in windows)
+    if any(not 1 <= w <= n for w in windows):
+        raise ValueError(f"windows must lie in [1, n] = [1, {n}], got {windows}.")
+    fractions = tuple(float(q) for q in small_fractions)
+    if any(not 0 < q <= 1 for q in fractions):
+        raise ValueError(f"small_fractions must lie in (0, 1], got {fractions}.")
+    keys = jnp.repeat(keys, queries.shape[0] // keys.shape[0], axis=0)
+    log_eps = jnp.asarray(np.log(eps), queries.dtype)
+    lengths = key_lengths(rows, n)
+    order, parts = [], []
+    for length in np.unique(lengths):
+        group = np.flatnonzero(lengths == length)
+        order.append(group)
+        # Windows beyond this group's keys drop nothing: their tail is -inf, as at k >= n_i.
+        w_group = tuple(min(w, int(length)) for w in windows)
+        part = _statistics(queries[:, rows[group]], jnp.asarray(rows[group]), keys[:, :length],
+                           log_eps, w_group, fractions, int(sinks), int(local))
+        if w_group != windows:
+            cut = jnp.asarray([w > length for w in windows])
+            part = part._replace(log_tail_mass=jnp.where(cut, -jnp.inf, part.log_tail_mass))
+        parts.append(part)
+    inverse = np.argsort(np.concatenate(order))
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1)[:, inverse], *parts)
