@@ -155,3 +155,39 @@ def sink_recent_mask(n: int, window: int, sinks: int) -> np.ndarray:
     mask[:sinks] = True
     mask[n - (window - sinks):] = True
     return mask
+
+
+def causal_windows(context: int, k0: int, growth: str = "constant",
+                   exponent: float | None = None) -> WindowPlan:
+    """Claim 7.1 for one causal context of N tokens: query i sees ``n = i + 1``
+    keys and keeps ``k(n) = min(n, round(alpha f(n)))`` of them, so the context
+    costs ``sum_{n=1}^N k(n)`` (times d). ``constant``: ``k(n) = min(n, k0)``; ``log``
+    and ``power``: alpha is chosen (bisection: the unrounded cost is
+    nondecreasing in alpha) so that ``sum_n min(n, alpha f(n)) = sum_n min(n, k0)``,
+    the constant window's cost. ``lengths`` is 1..N, ``cost`` the rounded
+    windows' ``sum_n k(n)`` and ``target_cost`` the constant window's.
+    """
+    context = _checks.check_int(context, "context")
+    k0 = _checks.check_int(k0, "k0")
+    if context < 1 or k0 < 1:
+        raise ValueError(f"context and k0 must be >= 1, got {context} and {k0}.")
+    n = np.arange(1, context + 1, dtype=np.int64)
+    target = int(np.sum(np.minimum(n, k0)))
+    if growth == "constant":
+        windows, alpha = np.minimum(n, k0), float(k0)
+    else:
+        f = growth_profile(n, growth, exponent)
+
+        def spent(a: float) -> float:
+            return float(np.sum(np.minimum(n, a * f)))
+
+        lo, hi = 0.0, float(k0)
+        while spent(hi) < target:
+            hi *= 2.0
+        for _ in range(100):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if spent(mid) < target else (lo, mid)
+        alpha = hi
+        windows = np.clip(np.rint(alpha * f), 1, n).astype(np.int64)
+    return WindowPlan(n, windows.astype(np.int64), growth, alpha,
+                      exponent if growth == "power" else None, int(np.sum(windows)), target)

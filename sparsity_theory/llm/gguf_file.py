@@ -185,7 +185,8 @@ def _tensor_arrays(reader, path: str, dtype) -> tuple[dict, dict]:
             values = quants.dequantize(t.data, t.tensor_type)
         except Exception as e:
             raise ModelFileError(f"{path}: tensor {t.name!r} ({kind}) could not be read: {e}") from None
-        values = np.asarray(values, dtype=dtype).reshape(shape)
+        # A copy: F32 tensors come back as views of the memory-mapped file.
+        values = np.array(values, dtype=dtype, copy=True).reshape(shape)
         if not np.all(np.isfinite(values)):
             raise ModelFileError(f"{path}: tensor {t.name!r} has NaN or infinite entries")
         arrays[t.name] = values

@@ -165,15 +165,18 @@ def forward(weights: LlamaWeights, config: LlamaConfig, tokens, kept: Optional[K
     """Logits (n, vocab) of a token sequence, dense or with the sparse attention
     ``kept`` in every layer; with ``keep_activations`` also every layer's
     post-RoPE queries, keys and values (:class:`Activations`)."""
-    tokens = jnp.asarray(tokens, jnp.int32)
-    if tokens.ndim != 1 or tokens.shape[0] < 1:
-        raise ValueError(f"tokens must be a non-empty 1-D sequence, got shape {tokens.shape}.")
-    n = int(tokens.shape[0])
-    if isinstance(tokens, jax.Array) and not isinstance(tokens, jax.core.Tracer):
-        bad = np.asarray((tokens < 0) | (tokens >= config.vocab_size))
-        if bad.any():
-            raise ValueError(f"token ids must lie in [0, {config.vocab_size}); "
-                             f"{int(bad.sum())} do not.")
+    if isinstance(tokens, jax.core.Tracer):
+        raise ValueError("tokens must be concrete (forward is jitted inside; call it outside jit).")
+    ids = np.asarray(tokens)
+    if ids.ndim != 1 or ids.shape[0] < 1:
+        raise ValueError(f"tokens must be a non-empty 1-D sequence, got shape {ids.shape}.")
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"tokens must be integer ids, got dtype {ids.dtype}.")
+    bad = (ids < 0) | (ids >= config.vocab_size)  # checked before the int32 cast can wrap
+    if bad.any():
+        raise ValueError(f"token ids must lie in [0, {config.vocab_size}); {int(bad.sum())} do not.")
+    n = int(ids.shape[0])
+    tokens = jnp.asarray(ids, jnp.int32)
     windows, selection, sinks, max_window = None, "top-k", 0, 1
     if kept is not None:
         if kept.selection not in SELECTIONS:

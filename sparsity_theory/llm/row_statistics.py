@@ -36,6 +36,15 @@ from sparsity_theory.sparsity import suffix_logsumexp
 Array = jax.Array
 
 
+class SparseRowErrors(NamedTuple):
+    """Per head and sampled row: logs of ``||s_i - s^_i||_2``, of the output error
+    ``||o_i - o^_i||_2`` and of the exact output's norm ``||o_i||_2``."""
+
+    log_l2: Array
+    log_output_error: Array
+    log_output_norm: Array
+
+
 class CausalRowStatistics(NamedTuple):
     """Per head and query row (shape (heads, n, ...)); row i sees i + 1 keys."""
 
@@ -153,3 +162,58 @@ def causal_row_statistics(queries, keys, rows=None, eps=(0.1, 0.01), windows=(1,
         parts.append(part)
     inverse = np.argsort(np.concatenate(order))
     return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1)[:, inverse], *parts)
+
+
+def _masked_lse(u, mask):
+    return jax.nn.logsumexp(jnp.where(mask, u, -jnp.inf), axis=-1)
+
+
+def _weighted_mean(u, mask, lse, values):
+    """``sum_{j in mask} exp(u_j - lse) v_j`` with lse the mask's own log-sum-exp."""
+    w = jnp.where(mask, jnp.exp(u - lse[..., None]), 0.0)
+    return jnp.einsum("hmn,hnd->hmd", w, values)
+
+
+@functools.partial(jax.jit, static_argnames=("selection", "sinks", "max_window"))
+def _sparse_errors(queries, rows, keys, values, windows, selection, sinks, max_window):
+    from sparsity_theory.llm.llama import kept_keys
+
+    scale = 1.0 / math.sqrt(queries.shape[-1])
+    u = jnp.einsum("hmd,hnd->hmn", queries, keys) * jnp.asarray(scale, queries.dtype)
+    visible = jnp.arange(u.shape[-1])[None, :] <= rows[:, None]
+    kept = kept_keys(u, visible, rows, windows, selection, sinks, max_window)
+    dropped = visible & ~kept
+    lse = _masked_lse(u, visible)
+    lse_kept, lse_dropped = _masked_lse(u, kept), _masked_lse(u, dropped)
+    log_tail, log_head = lse_dropped - lse, lse_kept - lse
+    # ||s - s^||^2 = sum_drop s_j^2 + (tau / (1 - tau))^2 sum_kept s_j^2 (exact, factorised).
+    log_s = u - lse[..., None]
+    sq_drop = _masked_lse(2 * log_s, dropped)
+    sq_kept = 2 * (log_tail - log_head) + _masked_lse(2 * log_s, kept)
+    log_l2 = 0.5 * jnp.logaddexp(sq_drop, sq_kept)
+    # o - o^ = tau (m_dropped - m_kept), each m the softmax-weighted mean over its own set.
+    m_drop = _weighted_mean(u, dropped, jnp.where(jnp.isfinite(lse_dropped), lse_dropped, 0.0), values)
+    m_kept = _weighted_mean(u, kept, lse_kept, values)
+    norm = jnp.linalg.norm(m_drop - m_kept, axis=-1)
+    log_out = jnp.where(jnp.isfinite(log_tail), log_tail + jnp.log(norm), -jnp.inf)
+    exact = _weighted_mean(u, visible, lse, values)
+    return SparseRowErrors(log_l2, log_out, jnp.log(jnp.linalg.norm(exact, axis=-1)))
+
+
+def causal_sparse_errors(queries, keys, values, rows, windows, selection: str = "top-k",
+                         sinks: int = 4) -> SparseRowErrors:
+    """Errors of one layer's sparse attention against its dense attention, on the
+    same queries, keys and values (the one-layer error, not compounded through
+    later layers), for the query positions ``rows``; ``windows[n]`` keys kept for
+    a row with n visible keys (:class:`sparsity_theory.llm.KeptSet`'s rule).
+    Shapes as :func:`causal_row_statistics`; values (kv_heads, n, d_v)."""
+    queries, keys, values = jnp.asarray(queries), jnp.asarray(keys), jnp.asarray(values)
+    n = queries.shape[1]
+    rows = np.asarray(rows)
+    w = np.minimum(np.asarray(windows)[:n + 1], np.arange(n + 1)).astype(np.int32)
+    w[0] = 1
+    group = queries.shape[0] // keys.shape[0]
+    length = int(rows.max()) + 1  # keys beyond the last row are never visible
+    return _sparse_errors(queries[:, rows], jnp.asarray(rows), jnp.repeat(keys, group, 0)[:, :length],
+                          jnp.repeat(values, group, 0)[:, :length], jnp.asarray(w), selection,
+                          int(sinks), int(w[rows + 1].max()))
