@@ -181,13 +181,16 @@ def causal_windows(context: int, k0: int, growth: str = "constant",
         def spent(a: float) -> float:
             return float(np.sum(np.minimum(n, a * f)))
 
-        lo, hi = 0.0, float(k0)
-        while spent(hi) < target:
-            hi *= 2.0
-        for _ in range(100):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if spent(mid) < target else (lo, mid)
-        alpha = hi
+        # alpha beyond max(n / f) keeps every key; f(1) = ln 1 = 0 keeps one key there.
+        full = float(np.max(n[f > 0] / f[f > 0])) if np.any(f > 0) else float(k0)
+        if spent(full) <= target:  # the constant window already keeps (nearly) everything
+            alpha = full
+        else:
+            lo, hi = 0.0, full
+            for _ in range(200):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if spent(mid) < target else (lo, mid)
+            alpha = hi
         windows = np.clip(np.rint(alpha * f), 1, n).astype(np.int64)
     return WindowPlan(n, windows.astype(np.int64), growth, alpha,
                       exponent if growth == "power" else None, int(np.sum(windows)), target)

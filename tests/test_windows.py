@@ -176,3 +176,149 @@ def test_sink_recent_bad_input():
         W.sink_recent_mask(8, 4, None)
     with pytest.raises(ValueError, match="n"):
         W.sink_recent_mask(8.0, 4, 1)
+
+
+# ---------------------------------------------------------------- causal_windows (one causal context)
+
+
+def _causal_profile(plan):
+    """f(n) of a causal plan's lengths 1..N, and the unrounded windows min(n, alpha f(n))."""
+    f = W.growth_profile(plan.lengths, plan.growth, plan.exponent)
+    return f, np.minimum(plan.lengths, plan.alpha * f)
+
+
+def _rounding_bound(plan):
+    """A rigorous bound on |cost - target| for an aligned causal plan.
+
+    With x_n = alpha f(n) and the plan's k(n) = clip(rint(x_n), 1, n), the target
+    equals sum_n min(n, x_n) (bisection, up to its last bracket), so
+    cost - target = sum_n (k(n) - min(n, x_n)), term by term:
+      x_n >= n:        k(n) = n = min(n, x_n)                 -> 0;
+      1/2 <= x_n < n:  k(n) = rint(x_n), |rint(x) - x| <= 1/2  -> at most 1/2;
+      x_n < 1/2:       rint gives 0, clipped up to 1           -> 1 - x_n, in (1/2, 1].
+    So context/2 is NOT a bound in general (log growth has x_1 = alpha ln 1 = 0,
+    costing a whole extra key at n = 1); this sum of per-length bounds is."""
+    f, _ = _causal_profile(plan)
+    n = plan.lengths
+    x = plan.alpha * f
+    return float(np.sum(np.where(x < 0.5, 1.0 - x, np.where(x < n, 0.5, 0.0))))
+
+
+def test_causal_constant_windows_are_min_n_k0():
+    for context, k0 in [(1, 1), (10, 3), (10, 10), (10, 25), (257, 16)]:
+        plan = W.causal_windows(context, k0)
+        n = np.arange(1, context + 1)
+        np.testing.assert_array_equal(plan.lengths, n)
+        np.testing.assert_array_equal(plan.windows, np.minimum(n, k0))
+        assert plan.windows.dtype == np.int64 and plan.lengths.dtype == np.int64
+        assert plan.growth == "constant" and plan.alpha == k0 and plan.exponent is None
+        assert plan.cost == plan.target_cost == int(np.sum(np.minimum(n, k0)))
+
+
+def test_causal_windows_small_example_by_hand():
+    """N = 4, k0 = 2, power C = 1 (f(n) = n): target 1 + 2 + 2 + 2 = 7 and
+    sum_n min(n, alpha n) = 10 alpha for alpha <= 1, so alpha = 0.7 and the windows
+    are clip(rint(0.7, 1.4, 2.1, 2.8), 1, n) = 1, 1, 2, 3 (cost 7)."""
+    plan = W.causal_windows(4, 2, "power", 1.0)
+    assert plan.alpha == pytest.approx(0.7, rel=1e-12)
+    np.testing.assert_array_equal(plan.windows, [1, 1, 2, 3])
+    assert plan.cost == plan.target_cost == 7 and plan.exponent == 1.0
+    # Log: target 7 again; sum_n min(n, alpha ln n) = alpha ln 24 while unsaturated.
+    plan = W.causal_windows(4, 2, "log")
+    assert plan.alpha == pytest.approx(7 / math.log(24), rel=1e-12)
+    np.testing.assert_array_equal(plan.windows, np.clip(np.rint(plan.alpha * np.log([1, 2, 3, 4])),
+                                                        1, [1, 2, 3, 4]))
+    assert plan.exponent is None and plan.target_cost == 7
+
+
+CAUSAL_GROWTHS = [("log", None), ("power", 0.25), ("power", 0.5), ("power", 1.0)]
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(context=hs.integers(2, 600), data=hs.data(), growth=hs.sampled_from(CAUSAL_GROWTHS))
+def test_causal_windows_spend_the_constant_windows_cost(context, data, growth):
+    """k0 < context (k0 >= context with log growth: the test below)."""
+    k0 = data.draw(hs.integers(1, context - 1), label="k0")
+    name, exponent = growth
+    plan = W.causal_windows(context, k0, name, exponent)
+    n = np.arange(1, context + 1)
+    f, unrounded = _causal_profile(plan)
+    assert plan.growth == name and plan.exponent == exponent
+    assert plan.target_cost == int(np.sum(np.minimum(n, k0)))
+    # alpha aligns the unrounded spend with the constant window's, and is the
+    # smallest such alpha (the spend is strictly increasing below saturation).
+    assert np.isfinite(plan.alpha) and plan.alpha > 0
+    assert abs(float(np.sum(unrounded)) - plan.target_cost) <= 1e-9 * plan.target_cost
+    assert float(np.sum(np.minimum(n, plan.alpha * (1 - 1e-6) * f))) < plan.target_cost
+    # The windows are the rounded, clipped alpha f(n), and cost is their sum.
+    np.testing.assert_array_equal(plan.windows, np.clip(np.rint(plan.alpha * f), 1, n))
+    assert np.all(plan.windows >= 1) and np.all(plan.windows <= n)
+    assert plan.cost == int(np.sum(plan.windows))
+    assert np.all(np.diff(plan.windows) >= 0)  # nondecreasing in n
+    assert abs(plan.cost - plan.target_cost) <= _rounding_bound(plan) + 1e-6
+
+
+def test_causal_windows_rounding_bound_is_reached_and_half_context_holds_on_a_grid():
+    """The bound of _rounding_bound is reached at N = 2, k0 = 1, log growth: the
+    target 2 needs alpha ln 2 = 2, so x = (0, 2) and the windows are 1, 2:
+    |cost - target| = 1 = N/2. On a grid of small contexts |cost - target| <= N/2
+    holds as well (checked here, not proved)."""
+    plan = W.causal_windows(2, 1, "log")
+    np.testing.assert_array_equal(plan.windows, [1, 2])
+    assert plan.cost - plan.target_cost == 1 == _rounding_bound(plan)
+    for context in (2, 3, 5, 8, 13, 64, 100):
+        for k0 in range(1, context):
+            for name, exponent in CAUSAL_GROWTHS:
+                plan = W.causal_windows(context, k0, name, exponent)
+                gap = abs(plan.cost - plan.target_cost)
+                assert gap <= context / 2 and gap <= _rounding_bound(plan) + 1e-6
+
+
+@pytest.mark.parametrize("growth,exponent", CAUSAL_GROWTHS)
+def test_causal_windows_larger_k0_larger_alpha(growth, exponent):
+    context = 300
+    alphas = [W.causal_windows(context, k0, growth, exponent).alpha for k0 in (1, 2, 8, 32, 150, 299)]
+    assert all(a < b for a, b in zip(alphas, alphas[1:])), alphas
+    costs = [W.causal_windows(context, k0, growth, exponent).cost for k0 in (1, 8, 150)]
+    assert costs[0] < costs[1] < costs[2]
+
+
+def test_causal_windows_grow_and_shrink_against_the_constant_window():
+    """At equal spend a growing window is below k0 at short lengths and above it at
+    the longest."""
+    for name, exponent in [("log", None), ("power", 0.5)]:
+        plan = W.causal_windows(4096, 64, name, exponent)
+        assert plan.windows[127] < 64 < plan.windows[-1]
+
+
+def test_causal_power_windows_with_k0_at_least_context_keep_everything():
+    for context, k0 in [(1, 1), (8, 8), (8, 50)]:
+        plan = W.causal_windows(context, k0, "power", 0.5)
+        np.testing.assert_array_equal(plan.windows, np.arange(1, context + 1))
+        assert plan.cost == plan.target_cost and np.isfinite(plan.alpha)
+
+
+@pytest.mark.parametrize("context,k0", [(8, 8), (8, 20), (1, 1)])
+def test_causal_log_windows_with_k0_at_least_context_keep_everything(context, k0):
+    with np.errstate(all="ignore"):
+        plan = W.causal_windows(context, k0, "log")
+    np.testing.assert_array_equal(plan.windows, np.arange(1, context + 1))
+    assert plan.cost == plan.target_cost == context * (context + 1) // 2
+    assert np.isfinite(plan.alpha)
+
+
+@pytest.mark.parametrize("args,match", [
+    ((0, 4), "context"),
+    ((-3, 4), "context"),
+    ((16, 0), "k0"),
+    ((16, -1), "k0"),
+    ((16.0, 4), "context"),
+    ((16, 4.5), "k0"),
+    ((16, 4, "cubic"), "growth"),
+    ((16, 4, "power"), "exponent"),
+    ((16, 4, "power", 0.0), "exponent"),
+    ((16, 4, "power", 1.5), "exponent"),
+])
+def test_causal_windows_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        W.causal_windows(*args)

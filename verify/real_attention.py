@@ -55,6 +55,7 @@ from sparsity_theory.llm.gguf_file import ModelFileError, load_gguf
 from sparsity_theory.llm.row_statistics import causal_row_statistics, causal_sparse_errors
 from sparsity_theory.llm.tokenizer import build_tokenizer
 from verify import real_analysis
+from verify.unavailable import SuiteUnavailable
 
 NAME = "real_attention"
 CLAIMS: dict[str, str] = {}  # judged from measurements in verify.real_analysis and the ledger
@@ -65,18 +66,22 @@ DELTA = 0.05  # the probability every bound is evaluated at (delta_count = delta
 FIT_EPS_INDEX = 0  # the n^C strategy uses the exponent fitted at the first eps of the preset
 
 PRESETS = {
-    "quick": {"contexts": (256, 1024), "chunks": 4, "k0": (16, 64), "eps": (0.1, 0.01),
-              "windows": (1, 8, 64), "fractions": (0.5, 0.9), "rows_per_bin": 16, "error_rows": 64,
-              "sinks": 4, "local": 8, "exponents": (0.5,)},
-    "paper": {"contexts": (1024, 2048, 4096, 8192), "chunks": 8, "k0": (16, 64, 256),
-              "eps": (0.1, 0.01), "windows": (1, 8, 64, 256), "fractions": (0.5, 0.9),
+    "quick": {"profile_context": 1024, "contexts": (256, 512), "chunks": 4, "k0": (16, 64),
+              "eps": (0.1, 0.01), "windows": (1, 8, 64), "fractions": (0.5, 0.9), "rows_per_bin": 16,
+              "error_rows": 64, "sinks": 4, "local": 8, "exponents": (0.5,)},
+    "paper": {"profile_context": 8192, "contexts": (1024, 2048, 4096, 8192), "chunks": 8,
+              "k0": (16, 64, 256), "eps": (0.1, 0.01), "windows": (1, 8, 64, 256), "fractions": (0.5, 0.9),
               "rows_per_bin": 48, "error_rows": 128, "sinks": 4, "local": 8, "exponents": (0.5,)},
 }
+# The forward-pass check (rule fixed before the data): dense perplexity on the first
+# chunk of the smallest context below FORWARD_PPL_LIMIT. Measured on SmolLM2 at 512
+# tokens of the default text: 17.5 with the right RoPE pairing, 342 with the wrong
+# one, 576 for the text's own unigram model; 40 sits between with room for other
+# texts and Python versions. Results of a model failing it are not judged.
+FORWARD_PPL_LIMIT = 40.0
+PROMPT = "The Python language reference says that a function definition"
+PROMPT_STEPS = 24
 PRESETS["large"] = PRESETS["paper"]
-
-
-class SuiteUnavailable(RuntimeError):
-    """The suite cannot run here (e.g. no model); the run goes on without it."""
 
 
 _SOURCES: dict[str, Optional[str]] = {"model": None, "text": None}
@@ -136,21 +141,30 @@ def cells(preset: str, seeds: int | None = None) -> list[dict]:
             corpus.token_chunks(ids, n, chunks, text_name)
     except ValueError as e:
         raise SuiteUnavailable(str(e)) from None
-    too_long = [n for n in p["contexts"] if n > model.config.context_length]
+    for n in (p["profile_context"],):
+        try:
+            corpus.token_chunks(ids, n, chunks, text_name)
+        except ValueError as e:
+            raise SuiteUnavailable(str(e)) from None
+    too_long = [n for n in (*p["contexts"], p["profile_context"]) if n > model.config.context_length]
     if too_long:
         raise SuiteUnavailable(f"contexts {too_long} exceed the model's context length "
                                f"{model.config.context_length}")
     common = {k: p[k] for k in ("k0", "eps", "windows", "fractions", "rows_per_bin", "error_rows",
                                 "sinks", "local", "exponents")}
-    return [{"suite": NAME, "model": model.name, "model_path": os.path.abspath(path),
-             "model_sha256": _file_sha256(path), "text": text_name, "text_sha256": text_sha,
-             "n": n, "chunk": c, "chunks": chunks, "profile": n == max(p["contexts"]),
-             "delta": DELTA, "min_keys": MIN_KEYS, **common}
-            for n in p["contexts"] for c in range(chunks)]
+    identity = {"suite": NAME, "model": model.name, "model_path": os.path.abspath(path),
+                "model_sha256": _file_sha256(path), "text": text_name, "text_sha256": text_sha,
+                "chunks": chunks, "delta": DELTA, "min_keys": MIN_KEYS, **common}
+    check = [{**identity, "kind": "forward-check", "n": min(p["contexts"]), "chunk": 0,
+              "prompt": PROMPT, "steps": PROMPT_STEPS, "ppl_limit": FORWARD_PPL_LIMIT}]
+    profile = [{**identity, "kind": "profile", "n": p["profile_context"], "chunk": c} for c in range(chunks)]
+    perplexity = [{**identity, "kind": "perplexity", "n": n, "chunk": c}
+                  for n in p["contexts"] for c in range(chunks)]
+    return check + profile + perplexity
 
 
 def cell_id(cell: dict) -> str:
-    return f"n{cell['n']}-chunk{cell['chunk']}-of{cell['chunks']}-{cell['model_sha256'][:8]}"
+    return f"{cell['kind']}-n{cell['n']}-chunk{cell['chunk']}-of{cell['chunks']}-{cell['model_sha256'][:8]}"
 
 
 def profile_rows(n: int, per_bin: int) -> np.ndarray:
@@ -222,7 +236,9 @@ def _profile(acts, n: int, cell: dict) -> tuple[dict, list]:
             acts.queries[layer], acts.keys[layer], rows, eps, cell["windows"], cell["fractions"],
             cell["sinks"], cell["local"]))
         sigma = np.asarray(s.sigma, np.float64)
-        law = np.stack([np.asarray(gaussian_laws.window_size_law(n_keys.astype(np.float64), sigma, e))
+        # sigma_i = 0 (a row of one key or equal scores): the law's limit n (1 - eps).
+        law = np.stack([np.asarray(gaussian_laws.window_size_law(n_keys.astype(np.float64),
+                                                                 np.maximum(sigma, 1e-12), e))
                         for e in eps], axis=-1)
         law = np.minimum(law, n_keys[:, None])
 
@@ -262,21 +278,54 @@ def fitted_exponent(profile: dict, eps_index: int = FIT_EPS_INDEX) -> float:
     return float(np.clip(np.median(slopes), 0.05, 1.0))
 
 
+def _chunk(cell: dict) -> np.ndarray:
+    ids, _, _ = _tokens(cell["model_path"], _SOURCES["text"])
+    return corpus.token_chunks(ids, cell["n"], cell["chunks"])[cell["chunk"]]
+
+
+def _loss(logits, tokens) -> float:
+    return float(jnp.mean(llama.token_losses(logits, tokens)))
+
+
+def forward_check(cell: dict) -> dict[str, Any]:
+    """Proof of the forward pass before any measurement: dense perplexity, the same
+    with the wrong RoPE pairing, the text's own unigram perplexity, and a greedy
+    continuation of a short prompt."""
+    model, weights, tok = _model(cell["model_path"])
+    tokens = _chunk(cell)
+    ids, _, _ = _tokens(cell["model_path"], _SOURCES["text"])
+    counts = np.bincount(ids, minlength=model.config.vocab_size).astype(np.float64)
+    freq = counts[counts > 0] / counts.sum()
+    dense = math.exp(_loss(llama.forward(weights, model.config, tokens).logits, tokens))
+    wrong = math.exp(_loss(llama.forward(weights, model.config, tokens, rope_pairing="halves").logits,
+                           tokens))
+    continuation = tok.decode(llama.generate(weights, model.config, tok.encode(cell["prompt"]),
+                                             cell["steps"]))
+    return {"perplexity": dense, "perplexity_wrong_rope_pairing": wrong,
+            "unigram_perplexity": float(math.exp(-np.sum(freq * np.log(freq)))),
+            "tokens": int(tokens.size), "text_tokens": int(ids.size), "prompt": cell["prompt"],
+            "continuation": continuation, "passed": dense < cell["ppl_limit"],
+            "tokenizer": tok.pre_tokenizer, "tokenizer_exact": tok.exact,
+            "tensor_types": model.tensor_types, "config": model.config._asdict()}
+
+
 def run_cell(cell: dict) -> dict[str, Any]:
+    if cell["kind"] == "forward-check":
+        return forward_check(cell)
     model, weights, _ = _model(cell["model_path"])
     config = model.config
-    ids, _, _ = _tokens(cell["model_path"], _SOURCES["text"])
     n = cell["n"]
-    tokens = corpus.token_chunks(ids, n, cell["chunks"])[cell["chunk"]]
+    tokens = _chunk(cell)
     dense = llama.forward(weights, config, tokens, keep_activations=True)
     acts = dense.activations
-    result: dict[str, Any] = {"dense_loss": float(jnp.mean(llama.token_losses(dense.logits, tokens)))}
+    result: dict[str, Any] = {"dense_loss": _loss(dense.logits, tokens)}
     profile, checks = _profile(acts, n, cell)
     c_fit = fitted_exponent(profile)
-    if cell["profile"]:
-        result["profile"] = profile
-    result["checks"] = checks
     result["fitted_exponent"] = c_fit
+    if cell["kind"] == "profile":
+        result["profile"] = profile
+        result["checks"] = checks
+        return result
     error_rows = np.unique(np.linspace(0, n - 1, min(cell["error_rows"], n)).round().astype(int))
     strategies = {}
     for plan in strategy_plans(n, cell, c_fit):
@@ -294,8 +343,7 @@ def run_cell(cell: dict) -> dict[str, Any]:
         strategies[plan["name"]] = {
             "kind": plan["kind"], "k0": plan["k0"], "exponent": plan["exponent"],
             "alpha": plan["alpha"], "cost": plan["cost"], "target_cost": plan["target_cost"],
-            "max_window": int(plan["windows"].max()),
-            "loss": float(jnp.mean(llama.token_losses(logits, tokens))),
+            "max_window": int(plan["windows"].max()), "loss": _loss(logits, tokens),
             "rms_l2": _short([p[0] for p in per_layer]), "output_error": _short([p[1] for p in per_layer])}
     result["strategies"] = strategies
     return result

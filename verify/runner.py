@@ -32,13 +32,14 @@ from typing import Optional
 import numpy as np
 
 from verify import adversarial, identities, lemma42, strategies, theorem43, theorem51, theorem61
-from verify import sharp_laws
+from verify import real_attention, sharp_laws
 from verify import devices, ledger
 from verify.provenance import provenance
+from verify.unavailable import SuiteUnavailable
 
 SUITES: dict[str, ModuleType] = {
     m.NAME: m for m in (identities, lemma42, theorem43, theorem51, theorem61, strategies,
-                        adversarial, sharp_laws)
+                        adversarial, sharp_laws, real_attention)
 }
 
 # Verdicts that fail a run: a claim broken by the data, or a planted wrong bound
@@ -81,10 +82,28 @@ def _saved_results(plan, out_dir: str) -> list[Optional[dict]]:
     return saved
 
 
+def _plan(suite_names, preset: str, seeds: int | None, options: dict, progress: bool):
+    """The (suite, cell) pairs to run and, per suite that cannot run here, why."""
+    plan, not_run = [], {}
+    for s in suite_names:
+        suite = SUITES[s]
+        if hasattr(suite, "configure"):
+            suite.configure(**{k: v for k, v in options.items() if v is not None})
+        try:
+            plan += [(suite, c) for c in suite.cells(preset, seeds)]
+        except SuiteUnavailable as e:
+            not_run[s] = str(e)
+            if progress:
+                sys.stderr.write(f"suite {s} NOT RUN: {e}\n")
+    return plan, not_run
+
+
 def run(suite_names, preset: str, seeds: int | None, out_dir: str,
-        progress: bool = True) -> Optional[dict]:
+        progress: bool = True, options: Optional[dict] = None) -> Optional[dict]:
     """Run the suites' cells and write results.json, report.md and claims.md;
-    return the results (None on a non-primary process: see the module docstring)."""
+    return the results (None on a non-primary process: see the module docstring).
+    ``options`` go to the suites that take them (``model``, ``text``: suite
+    ``real_attention``); a suite that cannot run here is reported NOT RUN."""
     unknown = [s for s in suite_names if s not in SUITES]
     if unknown:
         raise ValueError(f"unknown suite(s) {unknown}; known: {sorted(SUITES)}")
@@ -92,7 +111,7 @@ def run(suite_names, preset: str, seeds: int | None, out_dir: str,
     progress = progress and primary
     if primary:
         os.makedirs(out_dir, exist_ok=True)
-    plan = [(SUITES[s], c) for s in suite_names for c in SUITES[s].cells(preset, seeds)]
+    plan, not_run = _plan(suite_names, preset, seeds, options or {}, progress)
     started = time.time()
     per_suite: dict[str, list] = {s: [] for s in suite_names}
     # The primary's saved cells decide, for every process, which cells are reused.
@@ -137,6 +156,7 @@ def run(suite_names, preset: str, seeds: int | None, out_dir: str,
         "figures": figures,
         "analysis": analyses,
         "cells_reused": reused,
+        "not_run": not_run,
         "seconds": time.time() - started,
     }
     _write_json(os.path.join(out_dir, "results.json"), results)
@@ -195,6 +215,8 @@ def markdown_report(results: dict) -> str:
                             for f in results.get("figures", [])) or "(none)"
     sections = "\n".join(f"## Suite `{s}`: analysis\n\n{SUITES[s].report_sections(a)}"
                          for s, a in results.get("analysis", {}).items())
+    sections += "".join(f"\n## Suite `{s}`: NOT RUN\n\n{why}\n"
+                        for s, why in results.get("not_run", {}).items())
     return f"""# sparsity-verify report
 
 - preset: `{results['preset']}`; suites: {', '.join(results['suites'])}

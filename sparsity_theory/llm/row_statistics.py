@@ -84,7 +84,10 @@ def _block_statistics(u, rows, n, log_eps, windows, fractions, sinks, local):
     after = jnp.vectorize(suffix_logsumexp, signature="(n)->(n)")(srt)
     log_tail = jnp.concatenate([after[..., 1:], jnp.full(after.shape[:-1] + (1,), -jnp.inf, u.dtype)],
                                axis=-1) - lse[..., None]
-    certified = 1 + jnp.sum(log_tail[..., None, :] > log_eps[:, None], axis=-1)
+    # A tail within a few ulps of eps counts as <= eps (the masses are rounded), as in
+    # sparsity.certified_window: exact up to rounding at the boundary tau(k) = eps.
+    slack = 16 * jnp.finfo(u.dtype).eps
+    certified = 1 + jnp.sum(log_tail[..., None, :] > log_eps[:, None] + slack, axis=-1)
     certified = jnp.minimum(certified, (rows + 1)[:, None])
     log_s = masked - lse[..., None]
     effective = jnp.sum(log_s[..., None, :] > log_eps[:, None], axis=-1)
@@ -140,7 +143,7 @@ def causal_row_statistics(queries, keys, rows=None, eps=(0.1, 0.01), windows=(1,
     if eps.size == 0 or np.any(~(eps > 0)) or np.any(eps > 1):
         raise ValueError(f"eps must be in (0, 1], got {eps.tolist()}.")
     windows = tuple(int(w) for w in windows)
-    if any(not 1 <= w <= n for w in windows):
+    if not windows or any(not 1 <= w <= n for w in windows):
         raise ValueError(f"windows must lie in [1, n] = [1, {n}], got {windows}.")
     fractions = tuple(float(q) for q in small_fractions)
     if any(not 0 < q <= 1 for q in fractions):
@@ -208,12 +211,28 @@ def causal_sparse_errors(queries, keys, values, rows, windows, selection: str = 
     a row with n visible keys (:class:`sparsity_theory.llm.KeptSet`'s rule).
     Shapes as :func:`causal_row_statistics`; values (kv_heads, n, d_v)."""
     queries, keys, values = jnp.asarray(queries), jnp.asarray(keys), jnp.asarray(values)
+    if queries.ndim != 3 or keys.ndim != 3 \
+            or values.ndim != 3 or keys.shape[1:] != queries.shape[1:] or values.shape[:2] != keys.shape[:2] \
+            or queries.shape[0] % keys.shape[0]:
+        raise ValueError(f"queries (heads, n, d), keys (kv_heads, n, d) and values (kv_heads, n, d_v) "
+                         f"must agree, got {queries.shape}, {keys.shape}, {values.shape}.")
     n = queries.shape[1]
     rows = np.asarray(rows)
-    w = np.minimum(np.asarray(windows)[:n + 1], np.arange(n + 1)).astype(np.int32)
+    if rows.ndim != 1 or rows.size == 0 or not np.issubdtype(rows.dtype, np.integer) \
+            or rows.min() < 0 or rows.max() >= n:
+        raise ValueError(f"rows must be a non-empty 1-D array of positions in [0, {n}).")
+    windows = np.asarray(windows)
+    if windows.ndim != 1 or windows.shape[0] < n + 1 or np.any(windows[1:n + 1] < 1):
+        raise ValueError(f"windows must give a window >= 1 for every visible count 1..{n} "
+                         f"(length >= {n + 1}), got shape {windows.shape}.")
+    if selection not in ("top-k", "sink-recent"):
+        raise ValueError(f"selection must be 'top-k' or 'sink-recent', got {selection!r}.")
+    w = np.minimum(windows[:n + 1], np.arange(n + 1)).astype(np.int32)
     w[0] = 1
     group = queries.shape[0] // keys.shape[0]
     length = int(rows.max()) + 1  # keys beyond the last row are never visible
+    # top_k's static width, rounded up to a power of two so that compiled programs are shared.
+    width = 1 if selection == "sink-recent" else min(length, 1 << int(w[rows + 1].max() - 1).bit_length())
     return _sparse_errors(queries[:, rows], jnp.asarray(rows), jnp.repeat(keys, group, 0)[:, :length],
                           jnp.repeat(values, group, 0)[:, :length], jnp.asarray(w), selection,
-                          int(sinks), int(w[rows + 1].max()))
+                          int(sinks), width)
