@@ -39,6 +39,11 @@ MIN_KEYS = 16
 LAW_FACTOR = 2.0
 SINK_HEAD = 0.5  # a head puts most of its mass on the first tokens
 ADAPTIVE = ("alpha ln n", "alpha n^")
+KINDS = ("constant", "alpha ln n", "alpha n^", "sink+recent")
+
+
+def _kind_rank(kind: str) -> tuple:
+    return next(i for i, k in enumerate(KINDS) if kind.startswith(k)), kind
 
 
 def loglog_slopes(n_mean: np.ndarray, k: np.ndarray, min_keys: int = MIN_KEYS) -> np.ndarray:
@@ -142,7 +147,7 @@ def _sinks(profiles) -> dict:
 
 
 def _bounds(profiles, delta: float) -> list[dict]:
-    claims = list(profiles[0][1]["checks"][0])
+    claims = sorted(profiles[0][1]["checks"][0])
     out = []
     for claim in claims:
         per_chunk = [sum(l[claim]["failures"] for l in r["checks"]) / sum(l[claim]["trials"] for l in r["checks"])
@@ -166,7 +171,9 @@ def _table2(by_n) -> tuple[list[dict], list[dict]]:
     table, prop = [], []
     for n, pairs in by_n.items():
         dense = np.array([r["dense_loss"] for _, r in pairs])
-        names = list(pairs[0][1]["strategies"])
+        # A fixed order (cell files store their keys sorted): by k0, then KINDS.
+        names = sorted(pairs[0][1]["strategies"], key=lambda m: (
+            pairs[0][1]["strategies"][m]["k0"], _kind_rank(pairs[0][1]["strategies"][m]["kind"])))
         rows = [{"n": n, "strategy": "dense", "kind": "dense", "k0": None, "ppl": float(np.exp(dense.mean())),
                  "loss": t_interval(dense), "vs_dense": None, "vs_constant": None, "cost_ratio": 1.0,
                  "rms_l2": None, "output_error": None, "mean_fitted_C": None}]

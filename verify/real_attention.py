@@ -66,10 +66,12 @@ DELTA = 0.05  # the probability every bound is evaluated at (delta_count = delta
 FIT_EPS_INDEX = 0  # the n^C strategy uses the exponent fitted at the first eps of the preset
 
 PRESETS = {
-    "quick": {"profile_context": 1024, "contexts": (256, 512), "chunks": 4, "k0": (16, 64),
+    "quick": {"profile_context": 1024, "profile_chunks": 5, "contexts": (256, 512), "chunks": 3,
+              "k0": (16, 64),
               "eps": (0.1, 0.01), "windows": (1, 8, 64), "fractions": (0.5, 0.9), "rows_per_bin": 16,
               "error_rows": 64, "sinks": 4, "local": 8, "exponents": (0.5,)},
-    "paper": {"profile_context": 8192, "contexts": (1024, 2048, 4096, 8192), "chunks": 8,
+    "paper": {"profile_context": 8192, "profile_chunks": 8, "contexts": (1024, 2048, 4096, 8192),
+              "chunks": 8,
               "k0": (16, 64, 256), "eps": (0.1, 0.01), "windows": (1, 8, 64, 256), "fractions": (0.5, 0.9),
               "rows_per_bin": 48, "error_rows": 128, "sinks": 4, "local": 8, "exponents": (0.5,)},
 }
@@ -130,11 +132,13 @@ def _file_sha256(path: str) -> str:
 
 
 def cells(preset: str, seeds: int | None = None) -> list[dict]:
-    """One cell per (context, chunk); ``seeds`` overrides the number of chunks."""
+    """The forward check, then one cell per profile chunk and per (context, chunk);
+    ``seeds`` overrides both chunk counts."""
     p = PRESETS[preset]
     path = _model_path()
     model, _, _ = _model(path)
     chunks = seeds or p["chunks"]
+    profile_chunks = seeds or p["profile_chunks"]
     try:
         ids, text_name, text_sha = _tokens(path, _SOURCES["text"])
         for n in p["contexts"]:
@@ -143,21 +147,24 @@ def cells(preset: str, seeds: int | None = None) -> list[dict]:
         raise SuiteUnavailable(str(e)) from None
     for n in (p["profile_context"],):
         try:
-            corpus.token_chunks(ids, n, chunks, text_name)
+            corpus.token_chunks(ids, n, profile_chunks, text_name)
         except ValueError as e:
             raise SuiteUnavailable(str(e)) from None
     too_long = [n for n in (*p["contexts"], p["profile_context"]) if n > model.config.context_length]
     if too_long:
         raise SuiteUnavailable(f"contexts {too_long} exceed the model's context length "
                                f"{model.config.context_length}")
-    common = {k: p[k] for k in ("k0", "eps", "windows", "fractions", "rows_per_bin", "error_rows",
-                                "sinks", "local", "exponents")}
+    # Lists, not tuples: a cell must equal its JSON round trip for a run to resume.
+    common = {k: list(p[k]) if isinstance(p[k], tuple) else p[k]
+              for k in ("k0", "eps", "windows", "fractions", "rows_per_bin", "error_rows", "sinks",
+                        "local", "exponents")}
     identity = {"suite": NAME, "model": model.name, "model_path": os.path.abspath(path),
                 "model_sha256": _file_sha256(path), "text": text_name, "text_sha256": text_sha,
                 "chunks": chunks, "delta": DELTA, "min_keys": MIN_KEYS, **common}
     check = [{**identity, "kind": "forward-check", "n": min(p["contexts"]), "chunk": 0,
               "prompt": PROMPT, "steps": PROMPT_STEPS, "ppl_limit": FORWARD_PPL_LIMIT}]
-    profile = [{**identity, "kind": "profile", "n": p["profile_context"], "chunk": c} for c in range(chunks)]
+    profile = [{**identity, "kind": "profile", "n": p["profile_context"], "chunk": c,
+                "chunks": profile_chunks} for c in range(profile_chunks)]
     perplexity = [{**identity, "kind": "perplexity", "n": n, "chunk": c}
                   for n in p["contexts"] for c in range(chunks)]
     return check + profile + perplexity
@@ -221,8 +228,9 @@ def _theorem43_log_bounds(n_keys: np.ndarray, sigma: np.ndarray, fraction: float
     return out
 
 
-def _profile(acts, n: int, cell: dict) -> tuple[dict, list]:
-    """Binned row statistics per (layer, head) and the bound checks per layer."""
+def _profile(acts, n: int, cell: dict, full: bool = True) -> tuple[dict, list]:
+    """Binned row statistics per (layer, head) and the bound checks per layer;
+    with ``full=False`` only the certified windows (for the fitted exponent)."""
     rows = profile_rows(n, cell["rows_per_bin"])
     bins = bin_of(rows)
     nb = int(bins.max()) + 1
@@ -235,16 +243,18 @@ def _profile(acts, n: int, cell: dict) -> tuple[dict, list]:
         s = jax.device_get(causal_row_statistics(
             acts.queries[layer], acts.keys[layer], rows, eps, cell["windows"], cell["fractions"],
             cell["sinks"], cell["local"]))
+
+        def per_bin(x):
+            return np.stack([np.mean(x[:, bins == b], axis=1) for b in range(nb)], axis=1)
+        fields["k_eps"].append(per_bin(np.asarray(s.certified_window, np.float64)))
+        if not full:
+            continue
         sigma = np.asarray(s.sigma, np.float64)
         # sigma_i = 0 (a row of one key or equal scores): the law's limit n (1 - eps).
         law = np.stack([np.asarray(gaussian_laws.window_size_law(n_keys.astype(np.float64),
                                                                  np.maximum(sigma, 1e-12), e))
                         for e in eps], axis=-1)
         law = np.minimum(law, n_keys[:, None])
-
-        def per_bin(x):
-            return np.stack([np.mean(x[:, bins == b], axis=1) for b in range(nb)], axis=1)
-        fields["k_eps"].append(per_bin(np.asarray(s.certified_window, np.float64)))
         fields["law_k"].append(per_bin(law))
         fields["effective"].append(per_bin(np.asarray(s.effective_entries, np.float64)))
         fields["tail"].append(per_bin(np.exp(np.asarray(s.log_tail_mass, np.float64))))
@@ -266,7 +276,7 @@ def _profile(acts, n: int, cell: dict) -> tuple[dict, list]:
                        for claim, v in logs.items()})
     n_mean = [float(np.mean(n_keys[bins == b])) for b in range(nb)]
     profile = {"n_mean": n_mean, "rows_per_bin": [int(np.sum(bins == b)) for b in range(nb)],
-               **{k: _short(np.stack(v)) for k, v in fields.items()}}
+               **{k: _short(np.stack(v)) for k, v in fields.items() if v}}
     return profile, checks
 
 
@@ -319,7 +329,7 @@ def run_cell(cell: dict) -> dict[str, Any]:
     dense = llama.forward(weights, config, tokens, keep_activations=True)
     acts = dense.activations
     result: dict[str, Any] = {"dense_loss": _loss(dense.logits, tokens)}
-    profile, checks = _profile(acts, n, cell)
+    profile, checks = _profile(acts, n, cell, full=cell["kind"] == "profile")
     c_fit = fitted_exponent(profile)
     result["fitted_exponent"] = c_fit
     if cell["kind"] == "profile":
@@ -332,14 +342,13 @@ def run_cell(cell: dict) -> dict[str, Any]:
         windows = np.concatenate([[1], plan["windows"]])
         kept = llama.KeptSet(windows, plan["selection"], cell["sinks"])
         logits = llama.forward(weights, config, tokens, kept=kept).logits
-        per_layer = []
-        for layer in range(config.layers):
-            e = causal_sparse_errors(acts.queries[layer], acts.keys[layer], acts.values[layer],
-                                     error_rows, windows, plan["selection"], cell["sinks"])
-            l2 = np.exp(2 * np.asarray(e.log_l2, np.float64))
-            err = np.exp(2 * np.asarray(e.log_output_error, np.float64))
-            norm = np.exp(2 * np.asarray(e.log_output_norm, np.float64))
-            per_layer.append((math.sqrt(np.mean(l2)), math.sqrt(np.sum(err) / np.sum(norm))))
+        e = causal_sparse_errors(acts.queries, acts.keys, acts.values, error_rows, windows,
+                                 plan["selection"], cell["sinks"])  # (layers, heads, rows)
+        l2 = np.exp(2 * np.asarray(e.log_l2, np.float64))
+        err = np.exp(2 * np.asarray(e.log_output_error, np.float64))
+        norm = np.exp(2 * np.asarray(e.log_output_norm, np.float64))
+        per_layer = list(zip(np.sqrt(np.mean(l2, axis=(1, 2))),
+                             np.sqrt(np.sum(err, axis=(1, 2)) / np.sum(norm, axis=(1, 2)))))
         strategies[plan["name"]] = {
             "kind": plan["kind"], "k0": plan["k0"], "exponent": plan["exponent"],
             "alpha": plan["alpha"], "cost": plan["cost"], "target_cost": plan["target_cost"],

@@ -160,7 +160,7 @@ def read_tokenizer(reader, path: str) -> TokenizerData:
     if model != "gpt2":
         raise ModelFileError(f"{path}: tokenizer model {model!r} is not supported (only byte-level "
                              "BPE, tokenizer.ggml.model = 'gpt2', as in LLaMA 3 and SmolLM2)")
-    merges = _field(reader, "tokenizer.ggml.merges", path)
+    merges = _field(reader, "tokenizer.ggml.merges", path, default=(), required=False)
     bos = _field(reader, "tokenizer.ggml.bos_token_id", path, required=False)
     eos = _field(reader, "tokenizer.ggml.eos_token_id", path, required=False)
     return TokenizerData(

@@ -114,28 +114,27 @@ def kept_keys(scores: Array, visible: Array, rows: Array, windows: Array, select
 
 
 def _attention(q, k, v, kept_set, selection, sinks, max_window, block):
-    """Causal grouped-query attention, blocked over query rows.
+    """Causal grouped-query attention, blocked over query rows: the block of rows
+    ``[s, s + block)`` reads only the keys ``[0, s + block)`` it can see, so a causal
+    pass computes about half the scores of a full one.
     q: (H, n, hd); k, v: (KV, n, hd). Returns (H, n, hd)."""
     heads, n, hd = q.shape
     group = heads // k.shape[0]
     k = jnp.repeat(k, group, axis=0)
     v = jnp.repeat(v, group, axis=0)
     scale = float(1.0 / np.sqrt(hd))
-    blocks = n // block
-
-    def one(start):
+    outs = []
+    for start in range(0, n, block):  # static shapes: one traced block per position
+        end = start + block
         rows = start + jnp.arange(block)
-        qb = lax.dynamic_slice_in_dim(q, start, block, axis=1)
-        u = jnp.einsum("hmd,hnd->hmn", qb, k) * scale
-        visible = jnp.arange(n)[None, :] <= rows[:, None]
+        u = jnp.einsum("hmd,hnd->hmn", q[:, start:end], k[:, :end]) * scale
+        visible = jnp.arange(end)[None, :] <= rows[:, None]
         keep = visible if kept_set is None else kept_keys(u, visible, rows, kept_set, selection,
-                                                          sinks, max_window)
+                                                          sinks, min(max_window, end))
         u = jnp.where(keep, u, -jnp.inf)
         p = jnp.exp(u - jnp.max(u, axis=-1, keepdims=True))
-        return jnp.einsum("hmn,hnd->hmd", p, v) / jnp.sum(p, axis=-1)[..., None]
-
-    out = lax.map(one, jnp.arange(blocks) * block)  # (blocks, H, block, hd)
-    return jnp.moveaxis(out, 0, 1).reshape(heads, n, hd)
+        outs.append(jnp.einsum("hmn,hnd->hmd", p, v[:, :end]) / jnp.sum(p, axis=-1)[..., None])
+    return jnp.concatenate(outs, axis=1)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "selection", "sinks", "max_window",
@@ -164,15 +163,17 @@ def _forward(weights: LlamaWeights, tokens: Array, windows, config: LlamaConfig,
     return logits, acts
 
 
-def _block_size(n: int, block: int) -> int:
-    b = min(block, n)
+def _block_size(n: int, block: Optional[int]) -> int:
+    """Query rows per attention block: ``block``, or by default n / 16 but at least
+    128 (few blocks keep compilation short), reduced until it divides n."""
+    b = min(max(128, n // 16) if block is None else block, n)
     while n % b:
         b -= 1
     return b
 
 
 def forward(weights: LlamaWeights, config: LlamaConfig, tokens, kept: Optional[KeptSet] = None,
-            keep_activations: bool = False, block: int = 512,
+            keep_activations: bool = False, block: Optional[int] = None,
             rope_pairing: str = "adjacent") -> ForwardResult:
     """Logits (n, vocab) of a token sequence, dense or with the sparse attention
     ``kept`` in every layer; with ``keep_activations`` also every layer's
@@ -218,9 +219,15 @@ def token_losses(logits: Array, tokens: Array) -> Array:
 
 def generate(weights: LlamaWeights, config: LlamaConfig, tokens, steps: int) -> list[int]:
     """Greedy continuation: ``steps`` new tokens, each the argmax of the next-token
-    logits (a full forward per step: for short demonstrations only)."""
-    out = [int(t) for t in tokens]
-    for _ in range(steps):
-        logits = forward(weights, config, np.asarray(out)).logits
-        out.append(int(jnp.argmax(logits[-1])))
-    return out[len(tokens):]
+    logits. The sequence lives in one buffer of its final length (causal
+    attention: the padding after position i never reaches row i), so the forward
+    pass compiles once; each step is a full forward (for short demonstrations)."""
+    prompt = [int(t) for t in tokens]
+    if not prompt or steps < 0:
+        raise ValueError("generate needs a non-empty prompt and steps >= 0.")
+    buffer = np.zeros(len(prompt) + steps, np.int64)
+    buffer[:len(prompt)] = prompt
+    for i in range(len(prompt), len(buffer)):
+        logits = forward(weights, config, buffer).logits
+        buffer[i] = int(jnp.argmax(logits[i - 1]))
+    return buffer[len(prompt):].tolist()

@@ -111,11 +111,15 @@ def _statistics(queries, rows, keys, log_eps, windows, fractions, sinks, local):
     return _block_statistics(u, rows, keys.shape[1], log_eps, windows, fractions, sinks, local)
 
 
+MIN_KEY_LENGTH = 64  # rows this short share one group: fewer compiled shapes, little extra work
+
+
 def key_lengths(rows: np.ndarray, n: int) -> np.ndarray:
     """The number of keys read for each row: the next power of two >= row + 1,
-    at most n (rows of one length are computed together; shorter rows do not
-    pay for the whole context)."""
-    return np.minimum(2 ** np.ceil(np.log2(rows + 1)).astype(np.int64), n)
+    at least ``MIN_KEY_LENGTH``, at most n (rows of one length are computed
+    together; short rows do not pay for the whole context)."""
+    pow2 = 2 ** np.ceil(np.log2(rows + 1)).astype(np.int64)
+    return np.minimum(np.maximum(pow2, MIN_KEY_LENGTH), n)
 
 
 def causal_row_statistics(queries, keys, rows=None, eps=(0.1, 0.01), windows=(1, 8, 64),
@@ -203,20 +207,31 @@ def _sparse_errors(queries, rows, keys, values, windows, selection, sinks, max_w
     return SparseRowErrors(log_l2, log_out, jnp.log(jnp.linalg.norm(exact, axis=-1)))
 
 
+@functools.partial(jax.jit, static_argnames=("selection", "sinks", "max_window"))
+def _sparse_errors_layers(queries, rows, keys, values, windows, selection, sinks, max_window):
+    return jax.vmap(lambda q, k, v: _sparse_errors(q, rows, k, v, windows, selection, sinks, max_window))(
+        queries, keys, values)
+
+
 def causal_sparse_errors(queries, keys, values, rows, windows, selection: str = "top-k",
                          sinks: int = 4) -> SparseRowErrors:
-    """Errors of one layer's sparse attention against its dense attention, on the
-    same queries, keys and values (the one-layer error, not compounded through
-    later layers), for the query positions ``rows``; ``windows[n]`` keys kept for
-    a row with n visible keys (:class:`sparsity_theory.llm.KeptSet`'s rule).
-    Shapes as :func:`causal_row_statistics`; values (kv_heads, n, d_v)."""
+    """Errors of sparse attention against dense attention on the same queries,
+    keys and values (the one-layer error, not compounded through later layers),
+    for the query positions ``rows``; ``windows[n]`` keys kept for a row with n
+    visible keys (:class:`sparsity_theory.llm.KeptSet`'s rule).
+
+    queries (heads, n, d), keys (kv_heads, n, d), values (kv_heads, n, d_v), or
+    all three with a leading layer axis (one compiled call for every layer).
+    Returns arrays of shape ([layers,] heads, len(rows))."""
     queries, keys, values = jnp.asarray(queries), jnp.asarray(keys), jnp.asarray(values)
-    if queries.ndim != 3 or keys.ndim != 3 \
-            or values.ndim != 3 or keys.shape[1:] != queries.shape[1:] or values.shape[:2] != keys.shape[:2] \
-            or queries.shape[0] % keys.shape[0]:
-        raise ValueError(f"queries (heads, n, d), keys (kv_heads, n, d) and values (kv_heads, n, d_v) "
-                         f"must agree, got {queries.shape}, {keys.shape}, {values.shape}.")
-    n = queries.shape[1]
+    layered = queries.ndim == 4
+    if queries.ndim not in (3, 4) or keys.ndim != queries.ndim or values.ndim != queries.ndim \
+            or keys.shape[-2:] != queries.shape[-2:] or values.shape[:-1] != keys.shape[:-1] \
+            or queries.shape[:-3] != keys.shape[:-3] or queries.shape[-3] % keys.shape[-3]:
+        raise ValueError(f"queries ([L,] heads, n, d), keys ([L,] kv_heads, n, d) and values "
+                         f"([L,] kv_heads, n, d_v) must agree, got {queries.shape}, {keys.shape}, "
+                         f"{values.shape}.")
+    n = queries.shape[-2]
     rows = np.asarray(rows)
     if rows.ndim != 1 or rows.size == 0 or not np.issubdtype(rows.dtype, np.integer) \
             or rows.min() < 0 or rows.max() >= n:
@@ -229,10 +244,12 @@ def causal_sparse_errors(queries, keys, values, rows, windows, selection: str = 
         raise ValueError(f"selection must be 'top-k' or 'sink-recent', got {selection!r}.")
     w = np.minimum(windows[:n + 1], np.arange(n + 1)).astype(np.int32)
     w[0] = 1
-    group = queries.shape[0] // keys.shape[0]
+    group = queries.shape[-3] // keys.shape[-3]
     length = int(rows.max()) + 1  # keys beyond the last row are never visible
     # top_k's static width, rounded up to a power of two so that compiled programs are shared.
     width = 1 if selection == "sink-recent" else min(length, 1 << int(w[rows + 1].max() - 1).bit_length())
-    return _sparse_errors(queries[:, rows], jnp.asarray(rows), jnp.repeat(keys, group, 0)[:, :length],
-                          jnp.repeat(values, group, 0)[:, :length], jnp.asarray(w), selection,
-                          int(sinks), width)
+    args = (queries[..., rows, :], jnp.asarray(rows),
+            jnp.repeat(keys, group, axis=-3)[..., :length, :],
+            jnp.repeat(values, group, axis=-3)[..., :length, :], jnp.asarray(w))
+    fn = _sparse_errors_layers if layered else _sparse_errors
+    return fn(*args, selection, int(sinks), width)
