@@ -240,8 +240,9 @@ def _ci(t) -> str:
 
 
 def report(a: dict) -> str:
-    lines = [f"Model `{a['model']}` (sha256 {a['model_sha256'][:12]}...), text {a['text']}, "
-             f"contexts {a['contexts']}, {a['chunks']} chunks of text per context. Real attention "
+    lines = [f"Model `{a['model']}` (sha256 {a['model_sha256'][:12]}...), text {a['text']}; profile: "
+             f"{a.get('profile_chunks', 0)} chunks of {a.get('profile_n', '-')} tokens; perplexity: contexts "
+             f"{a['contexts']}, {a['chunks']} chunks each. Real attention "
              "is outside the theorems' assumptions (keys are neither independent nor identically "
              "distributed); every number below is a measurement, not a check of a theorem's hypotheses.", ""]
     fc = a.get("forward_check")
@@ -313,10 +314,10 @@ def figures(a: dict, out_dir: str) -> list[dict]:
         cb.set_label(f"fitted exponent C of k_eps ~ n^C (eps = {e['eps']:g})")
         for l, h in zip(*np.nonzero(np.asarray(e["high"]) >= 1)):
             ax.text(h, l, "x", ha="center", va="center", color="red", fontsize=7)
-        ax.set_title(f"{a['model']}: C per head (x: interval reaches 1)", fontsize=9)
+        ax.set_title(f"C per head, context {a['profile_n']} (red x: interval reaches 1)", fontsize=9)
         out.append(_save(fig, out_dir, "real_exponent_heatmap.png",
                          f"Fitted exponent C of the certified window k_eps ~ n^C per layer and head "
-                         f"(eps = {e['eps']:g}; {a['chunks']} chunks of {a['profile_n']} tokens; red x: "
+                         f"(eps = {e['eps']:g}; {a['profile_chunks']} chunks of {a['profile_n']} tokens; red x: "
                          "the bootstrap interval reaches 1)"))
         n_mean = np.asarray(a["n_mean"])
         k = np.asarray(a["k_curves"])[..., 0]
@@ -342,21 +343,46 @@ def figures(a: dict, out_dir: str) -> list[dict]:
     n_max = max(a["contexts"])
     rows = [r for r in a["table2"] if r["n"] == n_max]
     dense = next(r for r in rows if r["kind"] == "dense")
-    kinds = sorted({r["kind"] for r in rows if r["kind"] != "dense"})
-    fig, ax = plt.subplots(figsize=(5.6, 4.0))
-    for kind in kinds:
-        pts = sorted((r["k0"], r["ppl"]) for r in rows if r["kind"] == kind)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=4, label=kind)
-    ax.axhline(dense["ppl"], color="k", ls="--", lw=0.8, label="dense")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("budget: constant window k0 (every strategy at the same cost)")
-    ax.set_ylabel(f"perplexity at n = {n_max}")
-    ax.legend(fontsize=7)
+    kinds = sorted({r["kind"] for r in rows if r["kind"] != "dense"}, key=_kind_rank)
+    k0s = sorted({r["k0"] for r in rows if r["k0"] is not None})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.0))
+    for i, kind in enumerate(kinds):
+        pts = sorted((r["k0"], r) for r in rows if r["kind"] == kind)
+        x = np.array([p[0] for p in pts], dtype=float)
+        line, = left.plot(x, [p[1]["ppl"] for p in pts], "o-", ms=4, label=kind)
+        if kind == "sink+recent":
+            continue  # an order of magnitude above the rest: it would flatten the right panel
+        shift = x * 2 ** (0.06 * (i - 1.5))  # small offsets so that the intervals do not overlap
+        mean = np.array([p[1]["vs_dense"][0] for p in pts])
+        err = np.array([[m - p[1]["vs_dense"][1], p[1]["vs_dense"][2] - m] for m, p in zip(mean, pts)]).T
+        right.errorbar(shift, mean, yerr=err, fmt="o-", ms=4, capsize=3, color=line.get_color(), label=kind)
+    left.axhline(dense["ppl"], color="k", ls="--", lw=0.8, label="dense")
+    left.set_yscale("log")
+    left.yaxis.set_major_formatter(matplotlib_ticker().ScalarFormatter())
+    left.yaxis.set_minor_formatter(matplotlib_ticker().NullFormatter())
+    left.set_ylabel(f"perplexity at n = {n_max} (log scale)")
+    right.axhline(0, color="k", ls="--", lw=0.8)
+    right.set_ylabel("loss - dense loss (nats / token), 95% CI over chunks")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(k0s)
+        ax.xaxis.set_major_formatter(matplotlib_ticker().ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib_ticker().NullFormatter())
+        ax.set_xlabel("budget k0: every strategy costs what the constant window k0 costs")
+        ax.legend(fontsize=7)
+    right.set_title("top-k strategies (sink+recent: left panel only)", fontsize=9)
+    fig.tight_layout()
     out.append(_save(fig, out_dir, "real_perplexity_budget.png",
-                     f"Perplexity of {a['model']} with top-k attention in every layer against the budget "
-                     f"(compute-aligned strategies, n = {n_max}, mean over chunks; dashed: dense)"))
+                     f"{a['model']} with sparse attention in every layer at n = {n_max}: perplexity (left) and "
+                     f"next-token loss above dense (right, mean and 95% interval over {a['chunks']} chunks) "
+                     "against the budget, each strategy compute-aligned to the constant window k0"))
     return out
+
+
+def matplotlib_ticker():
+    import matplotlib.ticker
+
+    return matplotlib.ticker
 
 
 # --- ledger -----------------------------------------------------------------------
@@ -403,7 +429,7 @@ def ledger_entries(results: dict) -> list[dict]:
                 "claim": "Title: \"Your attention is naturally n^C-sparse\" (on a real pretrained LLM)",
                 "statement": f"per head, k_eps ~ n^C over query positions with the bootstrap interval of C "
                              f"below 1 (eps = {e['eps']:g}, rows with n >= {MIN_KEYS})",
-                "regime": f"{OUTSIDE}; {model}; context {a['profile_n']}, {a['chunks']} chunks",
+                "regime": f"{OUTSIDE}; {model}; context {a['profile_n']}, {a['profile_chunks']} chunks",
                 "verdict": verdict,
                 "evidence": f"median C {e['median_C']:.3f} (range {e['min_C']:.3f} to {e['max_C']:.3f}); not "
                             f"below 1: {', '.join(e['not_below'][:8]) or 'none'}"

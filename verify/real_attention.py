@@ -174,19 +174,29 @@ def cell_id(cell: dict) -> str:
     return f"{cell['kind']}-n{cell['n']}-chunk{cell['chunk']}-of{cell['chunks']}-{cell['model_sha256'][:8]}"
 
 
-def profile_rows(n: int, per_bin: int) -> np.ndarray:
-    """Query positions sampled evenly in each bin of visible counts [2^b, 2^(b+1))."""
-    rows = []
-    for b in range(int(math.ceil(math.log2(n))) + 1):
-        lo, hi = 2 ** b, min(2 ** (b + 1), n + 1)  # visible counts lo..hi-1
-        if lo > n:
+def profile_bins(n: int) -> list[tuple[int, int]]:
+    """Bins of visible counts ``[2^b, 2^(b+1))``; the last one runs to n inclusive
+    (a lone row at n = 2^b would make a bin of one row)."""
+    bins, b = [], 0
+    while 2 ** b < n or b == 0:
+        lo = 2 ** b
+        hi = 2 ** (b + 1) if 2 ** (b + 1) < n else n + 1
+        bins.append((lo, hi))
+        if hi == n + 1:
             break
-        rows.append(np.unique(np.linspace(lo, hi - 1, min(per_bin, hi - lo)).round().astype(int)) - 1)
-    return np.concatenate(rows)
+        b += 1
+    return bins
 
 
-def bin_of(rows: np.ndarray) -> np.ndarray:
-    return np.floor(np.log2(rows + 1)).astype(int)
+def profile_rows(n: int, per_bin: int) -> np.ndarray:
+    """Query positions sampled evenly in each bin of visible counts (:func:`profile_bins`)."""
+    return np.concatenate([np.unique(np.linspace(lo, hi - 1, min(per_bin, hi - lo)).round().astype(int)) - 1
+                           for lo, hi in profile_bins(n)])
+
+
+def bin_of(rows: np.ndarray, n: int) -> np.ndarray:
+    """The bin index of each row (visible count rows + 1)."""
+    return np.minimum(np.floor(np.log2(rows + 1)).astype(int), len(profile_bins(n)) - 1)
 
 
 def strategy_plans(n: int, cell: dict, fitted_exponent: float) -> list[dict]:
@@ -232,7 +242,7 @@ def _profile(acts, n: int, cell: dict, full: bool = True) -> tuple[dict, list]:
     """Binned row statistics per (layer, head) and the bound checks per layer;
     with ``full=False`` only the certified windows (for the fitted exponent)."""
     rows = profile_rows(n, cell["rows_per_bin"])
-    bins = bin_of(rows)
+    bins = bin_of(rows, n)
     nb = int(bins.max()) + 1
     eps = np.asarray(cell["eps"])
     layers = acts.queries.shape[0]
