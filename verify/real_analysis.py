@@ -213,7 +213,8 @@ def analyse(cell_results) -> dict:
     check = next(((c, r) for c, r in cell_results if c["kind"] == "forward-check"), None)
     out = {"forward_check": None if check is None else {**check[1], "limit": check[0]["ppl_limit"],
                                                         "context": check[0]["n"]},"model": first["model"], "model_sha256": first["model_sha256"], "text": first["text"],
-           "contexts": list(by_n), "chunks": len(profiles), "delta": first["delta"],
+           "contexts": list(by_n), "chunks": first["chunks"], "profile_chunks": len(profiles),
+           "delta": first["delta"],
            "eps": list(first["eps"]), "windows": list(first["windows"]),
            "fitted_C": {n: float(np.mean([r["fitted_exponent"] for _, r in pairs])) for n, pairs in by_n.items()}}
     if profiles:
