@@ -236,6 +236,11 @@ def _num(x, digits: int = 4) -> str:
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}g}"
 
 
+def _one_line(text: str) -> str:
+    """Generated text in a Markdown line: newlines shown as the two characters \\n."""
+    return text.replace("\n", "\\n").replace("|", "\\|")
+
+
 def _ci(t) -> str:
     return "-" if t is None else f"{t[0]:+.4f} [{t[1]:+.4f}, {t[2]:+.4f}]"
 
@@ -256,7 +261,7 @@ def report(a: dict) -> str:
                   f"{fc['unigram_perplexity']:.4g} ({fc['text_tokens']} tokens)",
                   f"- tokenizer pre-split: {fc['tokenizer']}{'' if fc['tokenizer_exact'] else ' (fallback)'}; "
                   f"tensor types {fc['tensor_types']}",
-                  f"- greedy continuation of \"{fc['prompt']}\": \"{fc['continuation']}\"", ""]
+                  f"- greedy continuation of \"{fc['prompt']}\": \"{_one_line(fc['continuation'])}\"", ""]
     if "exponents" in a:
         lines += [f"### Sparsity of real heads (context {a['profile_n']}, rows with n >= {MIN_KEYS} keys)", "",
                   "| eps | heads with C significantly < 1 | median C | min C | max C | lowest | highest | "
@@ -346,7 +351,7 @@ def figures(a: dict, out_dir: str) -> list[dict]:
     dense = next(r for r in rows if r["kind"] == "dense")
     kinds = sorted({r["kind"] for r in rows if r["kind"] != "dense"}, key=_kind_rank)
     k0s = sorted({r["k0"] for r in rows if r["k0"] is not None})
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4.0))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, kind in enumerate(kinds):
         pts = sorted((r["k0"], r) for r in rows if r["kind"] == kind)
         x = np.array([p[0] for p in pts], dtype=float)
@@ -358,21 +363,18 @@ def figures(a: dict, out_dir: str) -> list[dict]:
         err = np.array([[m - p[1]["vs_dense"][1], p[1]["vs_dense"][2] - m] for m, p in zip(mean, pts)]).T
         right.errorbar(shift, mean, yerr=err, fmt="o-", ms=4, capsize=3, color=line.get_color(), label=kind)
     left.axhline(dense["ppl"], color="k", ls="--", lw=0.8, label="dense")
-    left.set_yscale("log")
-    left.yaxis.set_major_formatter(matplotlib_ticker().ScalarFormatter())
-    left.yaxis.set_minor_formatter(matplotlib_ticker().NullFormatter())
-    left.set_ylabel(f"perplexity at n = {n_max} (log scale)")
+    left.set_ylabel(f"perplexity at n = {n_max}")
     right.axhline(0, color="k", ls="--", lw=0.8)
-    right.set_ylabel("loss - dense loss (nats / token), 95% CI over chunks")
+    right.set_ylabel("loss above dense (nats / token)")
     for ax in (left, right):
         ax.set_xscale("log", base=2)
         ax.set_xticks(k0s)
         ax.xaxis.set_major_formatter(matplotlib_ticker().ScalarFormatter())
         ax.xaxis.set_minor_formatter(matplotlib_ticker().NullFormatter())
-        ax.set_xlabel("budget k0: every strategy costs what the constant window k0 costs")
+        ax.set_xlabel("budget k0 (cost of the constant window k0)")
         ax.legend(fontsize=7)
     right.set_title("top-k strategies (sink+recent: left panel only)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(w_pad=3)
     out.append(_save(fig, out_dir, "real_perplexity_budget.png",
                      f"{a['model']} with sparse attention in every layer at n = {n_max}: perplexity (left) and "
                      f"next-token loss above dense (right, mean and 95% interval over {a['chunks']} chunks) "
@@ -420,7 +422,7 @@ def ledger_entries(results: dict) -> list[dict]:
                     "regime": model, "verdict": "PASSED",
                     "evidence": f"perplexity {fc['perplexity']:.4g}, wrong pairing "
                                 f"{fc['perplexity_wrong_rope_pairing']:.4g}, unigram {fc['unigram_perplexity']:.4g}; "
-                                f"greedy: \"{fc['prompt']}{fc['continuation'][:80]}...\""})
+                                f"greedy: \"{fc['prompt']}{_one_line(fc['continuation'])[:80]}...\""})
     if "exponents" in a:
         for e in a["exponents"]:
             verdict = ("SUPPORTED" if e["heads_below_1"] == e["heads"] else "NOT SUPPORTED"
