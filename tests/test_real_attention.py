@@ -260,3 +260,23 @@ def test_smollm2_forward_pass_is_a_language_model():
     assert wrong > 4 * ppl
     text = tok.decode(llama.generate(weights, model.config, tok.encode("The capital of France is"), 6))
     assert "Paris" in text
+
+
+@pytest.mark.parametrize("verdicts, expected", [
+    (["adaptive lower", "adaptive lower"], "SUPPORTED"),
+    (["constant lower", "constant lower"], "NOT SUPPORTED"),
+    (["inconclusive", "inconclusive"], "INCONCLUSIVE"),
+    (["inconclusive", "constant lower"], "INCONCLUSIVE"),
+    (["adaptive lower", "inconclusive"], "SUPPORTED ONLY IN REGIME n=256 k0=16"),
+])
+def test_proposition72_ledger_verdicts(verdicts, expected):
+    """Each reading of the per-(n, k0) outcomes; inconclusive intervals never read as
+    NOT SUPPORTED."""
+    analysis = {"model": "m", "model_sha256": "0" * 64, "text": "t", "contexts": [256],
+                "table2": [{"n": 256, "kind": "dense", "k0": None, "ppl": 10.0},
+                           {"n": 256, "kind": "constant", "k0": 16, "ppl": 11.0}],
+                "forward_check": None,
+                "proposition72": [{"n": 256, "k0": k0, "verdict": v} for k0, v in zip((16, 64), verdicts)]}
+    entries = real_analysis.ledger_entries({"analysis": {"real_attention": analysis}})
+    entry = next(e for e in entries if e["claim"].startswith("Proposition 7.2 on a real LLM"))
+    assert entry["verdict"] == expected

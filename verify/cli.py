@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="this process's id, 0 to N-1 (0 writes the output)")
     rep = sub.add_parser("report", help="print the verdict table of a finished run")
     rep.add_argument("dir")
+    rep.add_argument("--suite", default=None, help="print instead this suite's analysis section "
+                     "(Markdown, with the run's provenance and figures; e.g. for docs/)")
     led = sub.add_parser("ledger", help="write the claims ledger of finished runs (Markdown)")
     led.add_argument("dirs", nargs="+", help="run directories; a suite in several is taken "
                      "from the first that has it")
@@ -100,9 +102,16 @@ def main(argv=None) -> int:
         if not os.path.exists(path):
             print(f"error: no results.json in {args.dir}", file=sys.stderr)
             return 2
-        with open(path) as f:
-            results = json.load(f)
-        print(runner.verdict_table(results["verdicts"]))
+        try:
+            with open(path) as f:
+                results = json.load(f)
+            if args.suite is not None:
+                print(runner.suite_markdown(results, args.suite))
+                return 0
+            print(runner.verdict_table(results["verdicts"]))
+        except (ValueError, KeyError, TypeError) as e:
+            print(f"error: {path} is not a readable run ({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
         return 0
     if args.command == "ledger":
         from verify import ledger

@@ -4,7 +4,11 @@ built from a run's ``results.json`` (``sparsity-verify ledger DIR``).
 
 Verdicts: SUPPORTED, NOT SUPPORTED, SUPPORTED ONLY IN REGIME (the regimes
 named), NOT CHECKED (with the reason) and NOT RUN (the suite that judges it
-was not part of the run). Rules, fixed before looking at the data:
+was not part of the run, or could not run here: the reason is given). The
+real-attention entries (their rules: ``verify/real_analysis.py``) add PASSED
+(the forward-pass precondition), MEASURED (a table with no claim to judge) and
+INCONCLUSIVE (the intervals decide neither way). Rules, fixed before looking at
+the data:
 
 * a bound is SUPPORTED when every claim of it HOLDS at its stated probability
   (exact binomial test, verify.claims) and its planted wrong bound is CAUGHT;

@@ -56,7 +56,8 @@ def provenance() -> dict:
         "git_commit": git_commit(),
         "versions": {
             "python": platform.python_version(),
-            **{d: _version(d) for d in ("sparsity-theory", "jax", "jaxlib", "numpy", "scipy")},
+            **{d: _version(d) for d in ("sparsity-theory", "jax", "jaxlib", "numpy", "scipy", "gguf",
+                                        "tokenizers")},
         },
         "device": device_info(),
     }

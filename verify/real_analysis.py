@@ -211,7 +211,7 @@ def analyse(cell_results) -> dict:
     profiles, by_n = _collect(cell_results)
     first = cell_results[0][0]
     check = next(((c, r) for c, r in cell_results if c["kind"] == "forward-check"), None)
-    out = {"forward_check": None if check is None else {**check[1], "limit": check[0]["ppl_limit"],
+    out = {"model_file": first.get("model_file", ""), "forward_check": None if check is None else {**check[1], "limit": check[0]["ppl_limit"],
                                                         "context": check[0]["n"]},"model": first["model"], "model_sha256": first["model_sha256"], "text": first["text"],
            "contexts": list(by_n), "chunks": first["chunks"], "profile_chunks": len(profiles),
            "delta": first["delta"],
@@ -414,7 +414,7 @@ def ledger_entries(results: dict) -> list[dict]:
                  "evidence": f"the forward pass failed its check (perplexity {fc['perplexity']:.4g} >= "
                              f"{fc['limit']:g}): no real-model result is judged"}, _section72_original(None)]
     out = []
-    model = f"{a['model']} (sha256 {a['model_sha256'][:12]}), {a['text']}"
+    model = f"{a.get('model_file') or a['model']} (sha256 {a['model_sha256'][:12]}), {a['text']}"
     if fc is not None:
         out.append({"claim": "The real-model forward pass (a precondition, not a claim of the paper)",
                     "statement": f"dense perplexity below {fc['limit']:g} on the first {fc['tokens']} tokens; "
@@ -458,19 +458,24 @@ def ledger_entries(results: dict) -> list[dict]:
                 "statement": f"failure rate over rows <= delta = {b['delta']:g} (t interval over chunks)",
                 "regime": f"{OUTSIDE}; rows with n >= {MIN_KEYS}",
                 "verdict": {"holds": "SUPPORTED", "fails": "NOT SUPPORTED", "inconclusive": "INCONCLUSIVE"}[
-                    b["verdict"]] + (f" (holds in {len(b['layers_holding'])} of {len(b['per_layer_rate'])} layers)"
+                    b["verdict"]] + (f" (rate <= delta in layers {', '.join(map(str, b['layers_holding']))} of "
+                                     f"0-{len(b['per_layer_rate']) - 1})"
                                      if b["verdict"] == "fails" and b["layers_holding"] else ""),
                 "evidence": f"failure rate {b['rate']:.3g} [{b['low']:.3g}, {b['high']:.3g}] over {b['trials']} "
                             f"rows; median ratio {b['median_ratio']:.3g}, worst {b['worst_ratio']:.3g}"})
     prop = a["proposition72"]
     held = [f"n={p['n']} k0={p['k0']}" for p in prop if p["verdict"] == "adaptive lower"]
     failed = [f"n={p['n']} k0={p['k0']} ({p['verdict']})" for p in prop if p["verdict"] != "adaptive lower"]
+    # Where no (n, k0) shows an adaptive window lower and not all show the constant
+    # lower, the data cannot tell at this power: INCONCLUSIVE, not NOT SUPPORTED.
+    contradicted = [p for p in prop if p["verdict"] == "constant lower"]
+    verdict = (_regime(held, failed) if held or len(contradicted) == len(prop) else "INCONCLUSIVE")
     out.append({
         "claim": "Proposition 7.2 on a real LLM: a dynamic window beats the fixed k0 at equal cost",
         "statement": "next-token loss of some adaptive strategy (alpha ln n, alpha n^C) minus the constant "
                      "window's, Bonferroni 95% interval over chunks below 0",
         "regime": f"{OUTSIDE}; {model}; top-k in every layer, contexts {a['contexts']}",
-        "verdict": _regime(held, failed), "evidence": "; ".join(held + failed)})
+        "verdict": verdict, "evidence": "; ".join(held + failed)})
     best = []
     for n in a["contexts"]:
         rows = [r for r in a["table2"] if r["n"] == n and r["kind"] != "dense"]

@@ -158,7 +158,8 @@ def cells(preset: str, seeds: int | None = None) -> list[dict]:
     common = {k: list(p[k]) if isinstance(p[k], tuple) else p[k]
               for k in ("k0", "eps", "windows", "fractions", "rows_per_bin", "error_rows", "sinks",
                         "local", "exponents")}
-    identity = {"suite": NAME, "model": model.name, "model_path": os.path.abspath(path),
+    identity = {"suite": NAME, "model": model.name, "model_file": os.path.basename(path),
+                "model_path": os.path.abspath(path),
                 "model_sha256": _file_sha256(path), "text": text_name, "text_sha256": text_sha,
                 "chunks": chunks, "delta": DELTA, "min_keys": MIN_KEYS, **common}
     check = [{**identity, "kind": "forward-check", "n": min(p["contexts"]), "chunk": 0,
