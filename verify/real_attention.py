@@ -381,5 +381,9 @@ def report_sections(result_analysis: dict) -> str:
     return real_analysis.report(result_analysis)
 
 
+def ledger_entries(results: dict) -> list[dict]:
+    return real_analysis.ledger_entries(results)
+
+
 def figures(cell_results, out_dir):
     return real_analysis.figures(real_analysis.analyse(cell_results), out_dir)
