@@ -122,6 +122,10 @@ def test_end_to_end_tiny_model(tiny, tiny_preset, tmp_path, monkeypatch):
     assert "Section 7.2 / Table 2 analogue" in report and "outside the theorems' assumptions" in report
     for f in results["figures"]:
         assert os.path.getsize(tmp_path / "judged" / f["path"]) > 10_000
+    # The docs' generated section: provenance, tables, the suite's ledger rows, figures.
+    from verify import cli
+    assert cli.main(["report", str(tmp_path / "judged"), "--suite", "real_attention"]) == 0
+    assert cli.main(["report", str(tmp_path / "judged"), "--suite", "lemma42"]) == 2
     # Resuming reuses every cell and reproduces the analysis.
     again = run_tiny(tiny, tmp_path / "judged", limit=1e9, monkeypatch=monkeypatch)
     assert again["cells_reused"] == len(cells)
@@ -150,7 +154,7 @@ def test_not_run_when_the_model_is_missing(tmp_path, tiny_preset):
                          options={"model": str(tmp_path / "absent.gguf")})
     assert "real_attention" in results["not_run"] and "absent.gguf" in results["not_run"]["real_attention"]
     assert results["cells"]["lemma42"]
-    entry = next(e for e in ledger.build(results) if e["claim"].startswith("Title / abstract on a real LLM"))
+    entry = next(e for e in ledger.build(results) if e["claim"] == real_analysis.REAL_SUMMARY)
     assert entry["verdict"] == "NOT RUN" and "absent.gguf" in entry["evidence"]
     assert "NOT RUN" in (tmp_path / "report.md").read_text()
 

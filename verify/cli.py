@@ -105,12 +105,18 @@ def main(argv=None) -> int:
         try:
             with open(path) as f:
                 results = json.load(f)
-            if args.suite is not None:
-                print(runner.suite_markdown(results, args.suite))
-                return 0
-            print(runner.verdict_table(results["verdicts"]))
-        except (ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError) as e:
             print(f"error: {path} is not a readable run ({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
+        try:
+            print(runner.suite_markdown(results, args.suite) if args.suite is not None
+                  else runner.verdict_table(results["verdicts"]))
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except (KeyError, TypeError, AttributeError) as e:
+            print(f"error: {path} does not have the shape of a run ({type(e).__name__}: {e})",
+                  file=sys.stderr)
             return 2
         return 0
     if args.command == "ledger":

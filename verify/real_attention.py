@@ -67,14 +67,15 @@ FIT_EPS_INDEX = 0  # the n^C strategy uses the exponent fitted at the first eps 
 
 PRESETS = {
     "quick": {"profile_context": 1024, "profile_chunks": 5, "contexts": (256, 512), "chunks": 3,
-              "k0": (16, 64),
-              "eps": (0.1, 0.01), "windows": (1, 8, 64), "fractions": (0.5, 0.9), "rows_per_bin": 16,
-              "error_rows": 64, "sinks": 4, "local": 8, "exponents": (0.5,)},
+              "k0": (16, 64), "eps": (0.1, 0.01), "windows": (1, 8, 64), "fractions": (0.5, 0.9),
+              "rows_per_bin": 16, "error_rows": 64, "sinks": 4, "local": 8, "exponents": (0.5,)},
     "paper": {"profile_context": 8192, "profile_chunks": 8, "contexts": (1024, 2048, 4096, 8192),
-              "chunks": 8,
-              "k0": (16, 64, 256), "eps": (0.1, 0.01), "windows": (1, 8, 64, 256), "fractions": (0.5, 0.9),
-              "rows_per_bin": 48, "error_rows": 128, "sinks": 4, "local": 8, "exponents": (0.5,)},
+              "chunks": 8, "k0": (16, 64, 256), "eps": (0.1, 0.01), "windows": (1, 8, 64, 256),
+              "fractions": (0.5, 0.9), "rows_per_bin": 48, "error_rows": 128, "sinks": 4, "local": 8,
+              "exponents": (0.5,)},
 }
+PRESETS["large"] = PRESETS["paper"]
+
 # The forward-pass check (rule fixed before the data): dense perplexity on the first
 # chunk of the smallest context below FORWARD_PPL_LIMIT. Measured on SmolLM2 at 512
 # tokens of the default text: 17.5 with the right RoPE pairing, 342 with the wrong
@@ -83,7 +84,6 @@ PRESETS = {
 FORWARD_PPL_LIMIT = 40.0
 PROMPT = "The Python language reference says that a function definition"
 PROMPT_STEPS = 24
-PRESETS["large"] = PRESETS["paper"]
 
 
 _SOURCES: dict[str, Optional[str]] = {"model": None, "text": None}

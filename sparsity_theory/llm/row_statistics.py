@@ -72,14 +72,18 @@ def _block_statistics(u, rows, n, log_eps, windows, fractions, sinks, local):
     visible = jnp.arange(u.shape[-1])[None, :] <= rows[:, None]  # (m, N)
     count = (rows + 1).astype(u.dtype)
     masked = jnp.where(visible, u, -jnp.inf)
-    zeroed = jnp.where(visible, u, 0.0)
-    mean = jnp.sum(zeroed, axis=-1) / count
-    centred = jnp.where(visible, u - mean[..., None], 0.0)
+    srt = -jnp.sort(-masked, axis=-1)  # descending; the n_i visible scores first
+    # Moments from the sorted copy: one array for every statistic (XLA may round
+    # scores recomputed in different fusions differently: a one-key row got sigma 1e-18).
+    first = jnp.arange(u.shape[-1])[None, :] < (rows + 1)[:, None]
+    mean = jnp.sum(jnp.where(first, srt, 0.0), axis=-1) / count
+    centred = jnp.where(first, srt - mean[..., None], 0.0)
     sigma = jnp.sqrt(jnp.sum(jnp.square(centred), axis=-1) / count)
-    srt = -jnp.sort(-masked, axis=-1)  # descending; masked entries last
     lse = jax.nn.logsumexp(masked, axis=-1)
     last = jnp.broadcast_to(rows, srt.shape[:-1])[..., None]
-    spread = srt[..., 0] - jnp.take_along_axis(srt, last, axis=-1)[..., 0]
+    lowest = jnp.take_along_axis(srt, last, axis=-1)[..., 0]
+    spread = srt[..., 0] - lowest
+    max_deviation = jnp.maximum(srt[..., 0] - mean, mean - lowest)
     # log tau(k) for k = 1..N: the mass outside the k largest.
     after = jnp.vectorize(suffix_logsumexp, signature="(n)->(n)")(srt)
     log_tail = jnp.concatenate([after[..., 1:], jnp.full(after.shape[:-1] + (1,), -jnp.inf, u.dtype)],
@@ -99,7 +103,7 @@ def _block_statistics(u, rows, n, log_eps, windows, fractions, sinks, local):
     sink = jax.nn.logsumexp(jnp.where(j < sinks, masked, -jnp.inf), axis=-1) - lse
     near = visible & (j > rows[:, None] - local)
     local_mass = jax.nn.logsumexp(jnp.where(near, u, -jnp.inf), axis=-1) - lse
-    return CausalRowStatistics(mean, sigma, jnp.max(jnp.abs(centred), axis=-1), spread, lse,
+    return CausalRowStatistics(mean, sigma, max_deviation, spread, lse,
                                certified, effective, tails, kth, sink, local_mass)
 
 
