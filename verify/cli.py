@@ -95,6 +95,8 @@ def main(argv=None) -> int:
         if results is None:  # a non-primary process: the primary reports
             return 0
         print(runner.verdict_table(results["verdicts"]))
+        for suite, why in results["not_run"].items():
+            print(f"suite {suite} NOT RUN: {why}")
         print(f"\nwrote {os.path.join(args.out, 'results.json')} and report.md")
         return 1 if any(v["verdict"] in runner.FAILING_VERDICTS for v in results["verdicts"]) else 0
     if args.command == "report":

@@ -35,7 +35,7 @@ import numpy as np
 from scipy import stats
 
 BOOTSTRAP = 400
-MIN_KEYS = 16
+MIN_KEYS = 16  # rows with fewer keys: sigma_i from < 16 scores, and k_eps <= n forces slope ~1
 LAW_FACTOR = 2.0
 SINK_HEAD = 0.5  # a head puts most of its mass on the first tokens
 ADAPTIVE = ("alpha ln n", "alpha n^")
@@ -232,10 +232,6 @@ def analyse(cell_results) -> dict:
 # --- report -----------------------------------------------------------------------
 
 
-def _num(x, digits: int = 4) -> str:
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}g}"
-
-
 def _one_line(text: str) -> str:
     """Generated text in a Markdown line: newlines shown as the two characters \\n."""
     return text.replace("\n", "\\n").replace("|", "\\|")
@@ -369,8 +365,8 @@ def figures(a: dict, out_dir: str) -> list[dict]:
     for ax in (left, right):
         ax.set_xscale("log", base=2)
         ax.set_xticks(k0s)
-        ax.xaxis.set_major_formatter(matplotlib_ticker().ScalarFormatter())
-        ax.xaxis.set_minor_formatter(matplotlib_ticker().NullFormatter())
+        ax.xaxis.set_major_formatter(_ticker().ScalarFormatter())
+        ax.xaxis.set_minor_formatter(_ticker().NullFormatter())
         ax.set_xlabel("budget k0 (cost of the constant window k0)")
         ax.legend(fontsize=7)
     right.set_title("top-k strategies (sink+recent: left panel only)", fontsize=9)
@@ -404,7 +400,7 @@ def _layer_error_figure(a: dict, rows: list, k0: int, n: int, out_dir: str) -> d
                  f"attention on the dense model's own queries, keys and values, mean over {a['chunks']} chunks")
 
 
-def matplotlib_ticker():
+def _ticker():
     import matplotlib.ticker
 
     return matplotlib.ticker

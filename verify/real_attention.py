@@ -61,7 +61,7 @@ NAME = "real_attention"
 CLAIMS: dict[str, str] = {}  # judged from measurements in verify.real_analysis and the ledger
 
 # Rules fixed before the data, with their reasons:
-MIN_KEYS = 16  # rows with fewer keys: sigma_i from < 16 scores, and k_eps <= n forces slope ~1
+MIN_KEYS = real_analysis.MIN_KEYS  # one rule for the bounds and the exponent fits
 DELTA = 0.05  # the probability every bound is evaluated at (delta_count = delta_normaliser = 0.025)
 FIT_EPS_INDEX = 0  # the n^C strategy uses the exponent fitted at the first eps of the preset
 

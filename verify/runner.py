@@ -82,7 +82,7 @@ def _saved_results(plan, out_dir: str) -> list[Optional[dict]]:
     return saved
 
 
-def _plan(suite_names, preset: str, seeds: int | None, options: dict, progress: bool):
+def _plan(suite_names, preset: str, seeds: int | None, options: dict):
     """The (suite, cell) pairs to run and, per suite that cannot run here, why."""
     plan, not_run = [], {}
     for s in suite_names:
@@ -92,9 +92,7 @@ def _plan(suite_names, preset: str, seeds: int | None, options: dict, progress: 
         try:
             plan += [(suite, c) for c in suite.cells(preset, seeds)]
         except SuiteUnavailable as e:
-            not_run[s] = str(e)
-            if progress:
-                sys.stderr.write(f"suite {s} NOT RUN: {e}\n")
+            not_run[s] = str(e)  # printed by the command, written to the report and ledger
     return plan, not_run
 
 
@@ -111,7 +109,7 @@ def run(suite_names, preset: str, seeds: int | None, out_dir: str,
     progress = progress and primary
     if primary:
         os.makedirs(out_dir, exist_ok=True)
-    plan, not_run = _plan(suite_names, preset, seeds, options or {}, progress)
+    plan, not_run = _plan(suite_names, preset, seeds, options or {})
     started = time.time()
     per_suite: dict[str, list] = {s: [] for s in suite_names}
     # The primary's saved cells decide, for every process, which cells are reused.
