@@ -147,6 +147,19 @@ def test_sparse_loss_grows_as_the_window_shrinks(tiny, tiny_preset):
                                     tokens) - dense) > 1e-3
 
 
+def test_bfloat16_forward_follows_float32(tiny, tiny_preset):
+    """bfloat16 weights (scores, softmax, norms and logits in float32) give the
+    float32 model's logits to bfloat16's precision, and are not float32 in disguise."""
+    model, weights, _ = real_attention._model(tiny[0])
+    ids, _, _ = real_attention._tokens(tiny[0], tiny[1])
+    tokens = corpus.token_chunks(ids, 64, 1)[0]
+    full = np.asarray(llama.forward(weights, model.config, tokens).logits)
+    half = llama.forward(llama.cast_weights(weights, "bfloat16"), model.config, tokens).logits
+    assert half.dtype == np.float32
+    gap = np.max(np.abs(np.asarray(half) - full)) / np.max(np.abs(full))
+    assert 1e-5 < gap < 0.05
+
+
 def test_not_run_when_the_model_is_missing(tmp_path, tiny_preset):
     """A missing --model file: the suite is NOT RUN with the reason, the other
     suites still run and the ledger says why."""
@@ -270,6 +283,9 @@ def test_smollm2_forward_pass_is_a_language_model():
         llama.forward(weights, model.config, tokens, rope_pairing="halves").logits, tokens))
     assert ppl < real_attention.FORWARD_PPL_LIMIT
     assert wrong > 4 * ppl
+    half = math.exp(real_attention._loss(
+        llama.forward(llama.cast_weights(weights, "bfloat16"), model.config, tokens).logits, tokens))
+    assert abs(half / ppl - 1) < 0.05  # bfloat16 weights: the same model to within 5%
     text = tok.decode(llama.generate(weights, model.config, tok.encode("The capital of France is"), 6))
     assert "Paris" in text
 

@@ -17,8 +17,9 @@ for float scores) or the first ``sinks`` positions and the most recent
 ``k - sinks`` (``sink-recent``, StreamingLLM). The softmax is then taken over the
 kept keys only, so later layers see the sparse model's own activations.
 
-Everything runs in the dtype of the weights (float32 by default), with the
-softmax in log space; queries are processed in blocks so that the score memory
+Everything runs in the dtype of the weights (float32 by default; bfloat16 with
+:func:`cast_weights`), with scores, softmax, norms and logits in at least
+float32; queries are processed in blocks so that the score memory
 is ``heads x block x n``, not ``heads x n x n``.
 """
 
@@ -62,7 +63,10 @@ class ForwardResult(NamedTuple):
 
 
 def rms_norm(x: Array, gain: Array, eps: float) -> Array:
-    return x * lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps) * gain
+    """RMSNorm, its mean square taken in at least float32 (bfloat16 weights)."""
+    wide = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    scale = lax.rsqrt(jnp.mean(jnp.square(wide), axis=-1, keepdims=True) + eps)
+    return (wide * scale).astype(x.dtype) * gain
 
 
 def rope_angles(positions: Array, head_dim: int, base: float, freq_factors: Array) -> Array:
@@ -127,13 +131,16 @@ def _attention(q, k, v, kept_set, selection, sinks, max_window, block):
     for start in range(0, n, block):  # static shapes: one traced block per position
         end = start + block
         rows = start + jnp.arange(block)
-        u = jnp.einsum("hmd,hnd->hmn", q[:, start:end], k[:, :end]) * scale
+        # Scores and softmax in at least float32, whatever the weights' dtype.
+        u = jnp.einsum("hmd,hnd->hmn", q[:, start:end], k[:, :end],
+                       preferred_element_type=jnp.promote_types(q.dtype, jnp.float32)) * scale
         visible = jnp.arange(end)[None, :] <= rows[:, None]
         keep = visible if kept_set is None else kept_keys(u, visible, rows, kept_set, selection,
                                                           sinks, min(max_window, end))
         u = jnp.where(keep, u, -jnp.inf)
         p = jnp.exp(u - jnp.max(u, axis=-1, keepdims=True))
-        outs.append(jnp.einsum("hmn,hnd->hmd", p, v[:, :end]) / jnp.sum(p, axis=-1)[..., None])
+        out = jnp.einsum("hmn,hnd->hmd", p, v[:, :end].astype(p.dtype)) / jnp.sum(p, axis=-1)[..., None]
+        outs.append(out.astype(q.dtype))
     return jnp.concatenate(outs, axis=1)
 
 
@@ -159,8 +166,16 @@ def _forward(weights: LlamaWeights, tokens: Array, windows, config: LlamaConfig,
         return x, (Activations(q, k, v) if keep_activations else None)
 
     x, acts = lax.scan(layer, x, weights.layers)
-    logits = rms_norm(x, weights.final_norm, c.rms_eps) @ weights.output.T
+    logits = jnp.matmul(rms_norm(x, weights.final_norm, c.rms_eps), weights.output.T,
+                        preferred_element_type=jnp.promote_types(x.dtype, jnp.float32))
     return logits, acts
+
+
+def cast_weights(weights: LlamaWeights, dtype) -> LlamaWeights:
+    """The weights as JAX arrays of ``dtype``: float32 (the default of
+    :func:`sparsity_theory.llm.load_gguf`) or bfloat16 (half the memory; scores,
+    softmax, norms and logits are still computed in float32)."""
+    return jax.tree.map(lambda w: jnp.asarray(w, dtype), weights)
 
 
 def _block_size(n: int, block: Optional[int]) -> int:
