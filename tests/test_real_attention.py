@@ -308,3 +308,16 @@ def test_proposition72_ledger_verdicts(verdicts, expected):
     entries = real_analysis.ledger_entries({"analysis": {"real_attention": analysis}})
     entry = next(e for e in entries if e["claim"].startswith("Proposition 7.2 on a real LLM"))
     assert entry["verdict"] == expected
+
+
+def test_head_types_and_their_summary():
+    """Sink, local and other heads by the mass rule, and the per-type medians."""
+    sink = np.array([[0.9, 0.1, 0.2]])
+    local = np.array([[0.05, 0.8, 0.3]])
+    types = real_analysis.head_types(sink, local)
+    assert types.tolist() == [["sink", "local", "other"]]
+    exponents = [{"C": [[0.2, 0.1, 0.7]]}]
+    law = [{"ratio": [[0.3, 1.5, 2.5]]}]
+    rows = {t["type"]: t for t in real_analysis._by_type(types, exponents, law)}
+    assert rows["sink"]["median_C"] == 0.2 and rows["sink"]["within_law"] == 0.0
+    assert rows["local"]["within_law"] == 1.0 and rows["other"]["median_law_ratio"] == 2.5

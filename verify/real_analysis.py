@@ -134,11 +134,31 @@ def _law(profiles, eps) -> list[dict]:
     return out
 
 
+def head_types(sink: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """``sink`` where more than SINK_HEAD of the mass sits on the first tokens,
+    ``local`` where it sits on the most recent keys, ``other`` elsewhere (L, H)."""
+    return np.where(sink > SINK_HEAD, "sink", np.where(local > SINK_HEAD, "local", "other"))
+
+
+def _by_type(types: np.ndarray, exponents: list, law: list) -> list[dict]:
+    """Where real heads leave the i.i.d. model: C and the law ratio per head type."""
+    c, ratio = np.asarray(exponents[0]["C"]), np.asarray(law[0]["ratio"])
+    out = []
+    for kind in ("sink", "local", "other"):
+        at = types == kind
+        if at.any():
+            r = ratio[at]
+            out.append({"type": kind, "heads": int(at.sum()), "median_C": float(np.median(c[at])),
+                        "median_law_ratio": float(np.median(r)),
+                        "within_law": float(np.mean((r >= 1 / LAW_FACTOR) & (r <= LAW_FACTOR)))})
+    return out
+
+
 def _sinks(profiles) -> dict:
     sink = _array(profiles, "sink")[..., -1].mean(axis=0)  # top bin: the longest rows
     local = _array(profiles, "local")[..., -1].mean(axis=0)
     sigma = _array(profiles, "sigma")[..., -1].mean(axis=0)
-    return {"sink_mass": sink.round(4).tolist(), "local_mass": local.round(4).tolist(),
+    return {"types": head_types(sink, local).tolist(),"sink_mass": sink.round(4).tolist(), "local_mass": local.round(4).tolist(),
             "sigma": sigma.round(4).tolist(),
             "sink_heads": [_head(l, h) for l, h in zip(*np.nonzero(sink > SINK_HEAD))],
             "local_heads": [_head(l, h) for l, h in zip(*np.nonzero(local > SINK_HEAD))],
@@ -219,9 +239,11 @@ def analyse(cell_results) -> dict:
            "fitted_C": {n: float(np.mean([r["fitted_exponent"] for _, r in pairs])) for n, pairs in by_n.items()}}
     if profiles:
         p0 = profiles[0][1]["profile"]
-        out.update(profile_n=profiles[0][0]["n"], n_mean=p0["n_mean"],
-                   exponents=_exponents(profiles, first["eps"]), law=_law(profiles, first["eps"]),
-                   sinks=_sinks(profiles), bounds=_bounds(profiles, first["delta"]),
+        exponents, law, sinks = _exponents(profiles, first["eps"]), _law(profiles, first["eps"]), \
+            _sinks(profiles)
+        out.update(profile_n=profiles[0][0]["n"], n_mean=p0["n_mean"], exponents=exponents, law=law,
+                   sinks=sinks, by_type=_by_type(np.asarray(sinks["types"]), exponents, law),
+                   bounds=_bounds(profiles, first["delta"]),
                    k_curves=_array(profiles, "k_eps").mean(axis=0).round(3).tolist(),
                    law_curves=_array(profiles, "law_k").mean(axis=0).round(3).tolist(),
                    tail_curves=_array(profiles, "tail").mean(axis=0).tolist())
@@ -274,6 +296,12 @@ def report(a: dict) -> str:
                   f"{s['median_local_mass']:.3g}. Sink heads (> {SINK_HEAD:g} of the mass on the first "
                   f"tokens): {len(s['sink_heads'])} ({', '.join(s['sink_heads'][:12])}"
                   f"{', ...' if len(s['sink_heads']) > 12 else ''}); local heads: {len(s['local_heads'])}.",
+                  "", f"Where real heads leave the i.i.d. model (head types by the mass at the longest rows; "
+                  f"C and the law at eps = {a['exponents'][0]['eps']:g}):", "",
+                  "| head type | heads | median C | median k_eps / law | within x2 of the law |",
+                  "|---|---|---|---|---|",
+                  *(f"| {t['type']} | {t['heads']} | {t['median_C']:.3f} | {t['median_law_ratio']:.3g} | "
+                    f"{100 * t['within_law']:.0f}% |" for t in a["by_type"]),
                   "", "Heads whose C is not significantly below 1 (first eps): "
                   + (", ".join(a["exponents"][0]["not_below"][:20]) or "none")
                   + (" ..." if len(a["exponents"][0]["not_below"]) > 20 else ""), "",
@@ -468,8 +496,9 @@ def ledger_entries(results: dict) -> list[dict]:
                     if law["heads_within"] == 0 else
                     f"SUPPORTED ONLY IN REGIME {law['heads_within']} of {law['heads']} heads"),
                 "evidence": f"measured / law: median {law['median']:.3g}, range {law['min']:.3g} to "
-                            f"{law['max']:.3g}; sink heads {len(a['sinks']['sink_heads'])}, median first-token "
-                            f"mass {a['sinks']['median_sink_mass']:.3g}"})
+                            f"{law['max']:.3g}; by head type (eps = {a['exponents'][0]['eps']:g}): "
+                            + ", ".join(f"{t['type']} {t['heads']} heads, median ratio {t['median_law_ratio']:.3g}, "
+                                        f"{100 * t['within_law']:.0f}% within x2" for t in a["by_type"])})
         for b in a["bounds"]:
             name = {"L4.2-P1": "Lemma 4.2 Part 1", "L4.2-P2": "Lemma 4.2 Part 2"}.get(b["claim"], "Theorem 4.3")
             out.append({
