@@ -106,8 +106,8 @@ def kept_keys(scores: Array, visible: Array, rows: Array, windows: Array, select
     if selection == "top-k":
         masked = jnp.where(visible, scores, -jnp.inf)
         top = lax.top_k(masked, max_window)[0]  # (..., m, K), largest first
-        threshold = jnp.take_along_axis(top, (k - 1)[(None,) * (top.ndim - 2) + (slice(None), None)]
-                                        * jnp.ones(top.shape[:-1] + (1,), jnp.int32), axis=-1)
+        index = jnp.broadcast_to((k - 1)[:, None], top.shape[:-1] + (1,))  # the k-th largest
+        threshold = jnp.take_along_axis(top, index, axis=-1)
         return visible & (scores >= threshold)
     if selection == "sink-recent":
         j = jnp.arange(scores.shape[-1])[None, :]

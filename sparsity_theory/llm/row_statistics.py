@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sparsity_theory.llm.llama import kept_keys
 from sparsity_theory.sparsity import suffix_logsumexp
 
 Array = jax.Array
@@ -67,7 +68,7 @@ def small_counts(n: Array, fraction: float) -> Array:
     return jnp.clip(jnp.ceil(fraction * n - 1e-9).astype(jnp.int32), 1, n)
 
 
-def _block_statistics(u, rows, n, log_eps, windows, fractions, sinks, local):
+def _block_statistics(u, rows, log_eps, windows, fractions, sinks, local):
     """u: (H, m, N) scores of query rows ``rows`` (m,) against keys 0..N-1."""
     visible = jnp.arange(u.shape[-1])[None, :] <= rows[:, None]  # (m, N)
     count = (rows + 1).astype(u.dtype)
@@ -112,7 +113,7 @@ def _statistics(queries, rows, keys, log_eps, windows, fractions, sinks, local):
     """queries: (H, m, d) of rows ``rows``; keys: (H, L, d), every key the rows see."""
     scale = 1.0 / math.sqrt(queries.shape[-1])
     u = jnp.einsum("hmd,hnd->hmn", queries, keys) * jnp.asarray(scale, queries.dtype)
-    return _block_statistics(u, rows, keys.shape[1], log_eps, windows, fractions, sinks, local)
+    return _block_statistics(u, rows, log_eps, windows, fractions, sinks, local)
 
 
 MIN_KEY_LENGTH = 64  # rows this short share one group: fewer compiled shapes, little extra work
@@ -187,8 +188,6 @@ def _weighted_mean(u, mask, lse, values):
 
 @functools.partial(jax.jit, static_argnames=("selection", "sinks", "max_window"))
 def _sparse_errors(queries, rows, keys, values, windows, selection, sinks, max_window):
-    from sparsity_theory.llm.llama import kept_keys
-
     scale = 1.0 / math.sqrt(queries.shape[-1])
     u = jnp.einsum("hmd,hnd->hmn", queries, keys) * jnp.asarray(scale, queries.dtype)
     visible = jnp.arange(u.shape[-1])[None, :] <= rows[:, None]
