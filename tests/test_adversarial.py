@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import sparsity_theory as st
-from verify import adversarial, adversary, runner
+from verify import adversary, runner
+from verify.suites import adversarial
 from verify.claims import ALPHA
 
 

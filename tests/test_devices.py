@@ -72,7 +72,7 @@ ROUNDED = ("rows_", "summary_")
 # The CLI on a smaller lemma42 sweep (2 models x 2 modes at n = 64) to keep CI fast.
 CLI = textwrap.dedent("""
     import sys
-    from verify import lemma42
+    from verify.suites import lemma42
     lemma42.MODELS = {k: lemma42.MODELS[k] for k in ("gaussian", "rademacher")}
     lemma42.PRESETS["quick"] = dict(lemma42.PRESETS["quick"], lengths=(64,))
     from verify import cli

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from sparsity_theory.llm import corpus, fetch, llama
-from verify import ledger, real_analysis, real_attention, runner
+from verify import runner
+from verify.report import ledger
+from verify.suites import real_analysis, real_attention
 
 DIM, LAYERS, HEADS, KV_HEADS, FFN = 32, 2, 4, 2, 64
 TINY_PRESET = {"profile_context": 128, "profile_chunks": 3, "contexts": (64, 128), "chunks": 3,

@@ -1,5 +1,5 @@
-"""Suite ``sharp_laws`` (verify/sharp_laws.py), its analysis
-(verify/sharp_analysis.py) and its claims-ledger entries (verify/ledger.py).
+"""Suite ``sharp_laws`` (verify/suites/sharp_laws.py), its analysis
+(verify/suites/sharp_analysis.py) and its claims-ledger entries (verify/report/ledger.py).
 
 * The suite draws ``sigma Z`` directly instead of running the full pipeline:
   ``verify.sampling.sample_row_scores`` rows (Gaussian keys, cross mode),
@@ -33,7 +33,9 @@ from scipy import stats
 import sparsity_theory as st
 from sparsity_theory import bounds
 from sparsity_theory import gaussian_laws as gl
-from verify import ledger, runner, sharp_analysis, sharp_laws
+from verify import runner
+from verify.report import ledger
+from verify.suites import sharp_analysis, sharp_laws
 from verify.sampling import sample_row_scores
 
 # Unit cells: n = 256 with the tiny preset's 24 seeds, so that the end-to-end run
@@ -332,7 +334,7 @@ def _rem_results(c, k_of_n=None, seeds=32, noise=1e-3, seed=0):
 
 @pytest.fixture
 def fast_bootstrap(monkeypatch):
-    from verify import strategy_analysis
+    from verify.suites import strategy_analysis
     monkeypatch.setattr(strategy_analysis, "BOOTSTRAP", 100)
 
 
@@ -417,7 +419,7 @@ def _synthetic_analysis(window=(True, True), planted_window=(False, False), othe
 
 
 def _verdicts(a):
-    entries = ledger._sharp_law_entries(a)
+    entries = sharp_analysis.sharp_law_entries(a)
     assert len(entries) == 5
     return {e["claim"].split(":")[0]: e["verdict"] for e in entries}
 
@@ -448,7 +450,7 @@ def test_ledger_regime_with_accepted_planted_law_is_not_supported():
     assert v["Sharp laws"] == "NOT SUPPORTED"
     rem = next(val for k, val in v.items() if k.startswith("Sharp law, REM"))
     assert rem == "SUPPORTED ONLY IN REGIME c=1 eps=0.1"
-    entries = ledger._sharp_law_entries(_synthetic_analysis(planted_window=(False, True)))
+    entries = sharp_analysis.sharp_law_entries(_synthetic_analysis(planted_window=(False, True)))
     assert "accepted (no power)" in entries[0]["evidence"]
 
 

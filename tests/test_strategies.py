@@ -1,5 +1,5 @@
-"""Suite ``strategies`` (verify/strategies.py), its analysis
-(verify/strategy_analysis.py) and the claims ledger (verify/ledger.py).
+"""Suite ``strategies`` (verify/suites/strategies.py), its analysis
+(verify/suites/strategy_analysis.py) and the claims ledger (verify/report/ledger.py).
 
 The suite's cells are checked against an independent dense NumPy recomputation
 of the same inputs; the analysis and the ledger on synthetic results whose
@@ -21,7 +21,9 @@ import numpy as np
 import pytest
 
 import sparsity_theory as st
-from verify import ledger, runner, strategies, strategy_analysis
+from verify import runner
+from verify.report import ledger
+from verify.suites import strategies, strategy_analysis
 
 # At n = 16 the four strategies have four different kept sets (windows 8, 5, 3 and
 # the sink-plus-recent 8), so a strategy paired with the wrong column shows.

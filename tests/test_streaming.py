@@ -358,7 +358,7 @@ def test_integer_inputs_in_float32_are_exact():
 
 
 def test_vmap_over_seeds_equals_python_loop():
-    """The pattern of verify/identities.py: vmap the public function over a
+    """The pattern of verify/suites/identities.py: vmap the public function over a
     leading seeds axis (value checks are skipped for tracers; the lax.cond of
     the count becomes a select). Rademacher inputs: exact scores."""
     keys = jax.random.split(jax.random.PRNGKey(13), 3)

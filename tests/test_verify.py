@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import sparsity_theory as st
-from verify import cli, identities, lemma42, runner, theorem43, theorem51, theorem61
+from verify import cli, runner
+from verify.suites import identities, lemma42, theorem43, theorem51, theorem61
 from verify.claims import claim_result
 
 TINY = {"lengths": (16, 48), "seeds": 2, "d": 4, "dense_max_n": 48}

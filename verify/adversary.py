@@ -1,4 +1,4 @@
-"""Projected gradient ascent (optax) for the adversarial search of ``verify.adversarial``.
+"""Projected gradient ascent (optax) for the adversarial search of ``verify.suites.adversarial``.
 
 The paper's bounds hold for every weight matrix of a given norm and, for the
 deterministic facts, for every input. Random draws rarely land on the worst

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 PRESETS = ("quick", "paper", "large")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _suite_names() -> str:
+    from verify.suite import suites  # the registry: imports the suites, and JAX with them
+
+    return ", ".join(suites())
+
+
+def _parser(name_suites: bool = False) -> argparse.ArgumentParser:
+    """The command's parser; ``name_suites`` lists the registered suites in
+    ``run --help`` (only then: importing them must wait until a distributed run
+    has joined its peers)."""
     p = argparse.ArgumentParser(
         prog="sparsity-verify",
         description="Check the theorems of 'Your Attention is Naturally n^C-Sparse' at scale.",
@@ -18,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the suites and the claims they check")
     run = sub.add_parser("run", help="run suites and write a report")
-    run.add_argument("suites", nargs="*", help="suites to run (default: all)")
+    run.add_argument("suites", nargs="*", metavar="SUITE",
+                     help="suites to run (default: all): " + (_suite_names() if name_suites
+                                                              else "see `sparsity-verify list`"))
     run.add_argument("--preset", choices=PRESETS, default="quick")
     run.add_argument("--seeds", type=int, default=None, help="override the preset's seed count")
     run.add_argument("--out", default="results/quick", help="output directory (resumable)")
@@ -59,7 +69,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["bench"]:  # its own options: verify/bench.py
         from verify import bench
         return bench.main(argv[1:])
-    args = _parser().parse_args(argv)
+    args = _parser(name_suites="-h" in argv or "--help" in argv).parse_args(argv)
     if args.command == "run":
         explicit = (args.coordinator, args.num_processes, args.process_id)
         if not args.distributed and any(a is not None for a in explicit):
@@ -74,60 +84,54 @@ def main(argv=None) -> int:
                 print(f"error: could not join the distributed run: {e}", file=sys.stderr)
                 return 2
     from verify import runner  # imported late: it loads JAX
+    from verify.report import ledger, markdown
+    from verify.report.results_file import read_results
 
     if args.command == "list":
         for name, suite in runner.SUITES.items():
-            print(f"{name}: {suite.__doc__.strip().splitlines()[0]}")
-            for claim, text in suite.CLAIMS.items():
+            print(f"{name}: {suite.summary}")
+            for claim, text in suite.claims.items():
                 print(f"  {claim}: {text}")
         return 0
     if args.command == "run":
-        if args.seeds is not None and args.seeds < 1:
-            print("--seeds must be >= 1", file=sys.stderr)
-            return 2
         suites = args.suites or list(runner.SUITES)
         try:
             results = runner.run(suites, args.preset, args.seeds, args.out, not args.no_progress,
                                  {"model": args.model, "text": args.text})
-        except ValueError as e:
+        except ValueError as e:  # bad arguments, an unwritable or busy --out
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: the finished cells are kept in {os.path.join(args.out, 'cells')}; "
+                  "the same command resumes from them", file=sys.stderr)
+            return 130
         if results is None:  # a non-primary process: the primary reports
             return 0
-        print(runner.verdict_table(results["verdicts"]))
+        print(markdown.compact_table(results["verdicts"]))
         for suite, why in results["not_run"].items():
             print(f"suite {suite} NOT RUN: {why}")
-        print(f"\nwrote {os.path.join(args.out, 'results.json')} and report.md")
+        print(f"\nwrote {os.path.join(args.out, 'results.json')}, report.md (full tables, figures) "
+              "and claims.md")
         return 1 if any(v["verdict"] in runner.FAILING_VERDICTS for v in results["verdicts"]) else 0
     if args.command == "report":
-        path = os.path.join(args.dir, "results.json")
-        if not os.path.exists(path):
-            print(f"error: no results.json in {args.dir}", file=sys.stderr)
-            return 2
         try:
-            with open(path) as f:
-                results = json.load(f)
-        except (OSError, ValueError) as e:
-            print(f"error: {path} is not a readable run ({type(e).__name__}: {e})", file=sys.stderr)
-            return 2
-        try:
-            print(runner.suite_markdown(results, args.suite) if args.suite is not None
-                  else runner.verdict_table(results["verdicts"]))
+            results = read_results(args.dir)
+            print(markdown.suite_markdown(results, args.suite) if args.suite is not None
+                  else markdown.verdict_table(results["verdicts"]))
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
-            return 2
-        except (KeyError, TypeError, AttributeError) as e:
-            print(f"error: {path} does not have the shape of a run ({type(e).__name__}: {e})",
-                  file=sys.stderr)
             return 2
         return 0
     if args.command == "ledger":
-        from verify import ledger
-        missing = [d for d in args.dirs if not os.path.exists(os.path.join(d, "results.json"))]
-        if missing:
-            print(f"error: no results.json in {', '.join(missing)}", file=sys.stderr)
+        try:
+            print(f"wrote {ledger.write(args.dirs, args.out)}")
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
             return 2
-        print(f"wrote {ledger.write(args.dirs, args.out)}")
+        except OSError as e:
+            print(f"error: cannot write the ledger to {args.out or args.dirs[0]}: {e.strerror or e}",
+                  file=sys.stderr)
+            return 2
         return 0
     return 2
 

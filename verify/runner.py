@@ -22,29 +22,39 @@ claims.md come from the primary alone, and its exit status is the run's.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
+import tempfile
 import time
-from types import ModuleType
 from typing import Optional
 
 import numpy as np
 
-from verify import adversarial, identities, lemma42, strategies, theorem43, theorem51, theorem61
-from verify import real_attention, sharp_laws
-from verify import devices, ledger
+from verify import devices
+from verify.progress import listening
 from verify.provenance import provenance
-from verify.unavailable import SuiteUnavailable
+from verify.report import ledger
+from verify.report.markdown import markdown_report
+from verify.suite import Suite, SuiteUnavailable, suites
 
-SUITES: dict[str, ModuleType] = {
-    m.NAME: m for m in (identities, lemma42, theorem43, theorem51, theorem61, strategies,
-                        adversarial, sharp_laws, real_attention)
-}
+SUITES: dict[str, Suite] = suites()
 
 # Verdicts that fail a run: a claim broken by the data, or a planted wrong bound
 # that the check did not catch (a check without power).
 FAILING_VERDICTS = ("VIOLATED", "MISSED")
+
+
+# The most seeds a run may ask for: a cell keeps each seed's results in memory
+# and in its cell file (tens of bytes of JSON per seed and claim: 10^7 seeds is
+# gigabytes), and jax.random.split of more than 2^31 keys aborts inside XLA.
+MAX_SEEDS = 10**7
+LOCK_FILE = ".run.lock"
+
+
+class OutputError(ValueError):
+    """The output directory cannot be written, or another run holds it."""
 
 
 def _write_json(path: str, data) -> None:
@@ -54,32 +64,97 @@ def _write_json(path: str, data) -> None:
     os.replace(tmp, path)  # atomic: a crash never leaves half a file
 
 
-def _progress(done: int, total: int, label: str, started: float) -> None:
-    width = 30
-    filled = int(width * done / max(total, 1))
-    elapsed = time.time() - started
-    eta = elapsed / done * (total - done) if done else float("nan")
-    sys.stderr.write(
-        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-        f"{elapsed:6.1f}s eta {eta:6.1f}s {label[:40]:<40}"
-    )
-    sys.stderr.flush()
+def prepare_output(out_dir: str):
+    """Create ``out_dir``, prove it writable and lock it for this run; return the
+    open lock file (the lock lasts as long as it stays open: until the process
+    ends). Raises :class:`OutputError` with one line saying why not."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
+            pass
+        lock = open(os.path.join(out_dir, LOCK_FILE), "a+")
+    except OSError as e:
+        raise OutputError(f"cannot write to --out {out_dir}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        raise OutputError(f"another run is writing {out_dir} (pid {holder}); wait for it to "
+                          "finish or choose another --out") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
+class _Progress:
+    """One stderr line: cells done of the plan, the cell running, the fraction of
+    it done (from its sampler's chunks) and an ETA from the cells computed so far
+    ("eta --" until there is a rate to go by: never "nan")."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled = total, enabled
+        self.started = time.time()
+        self.computed = 0.0  # cells computed here (not reused), with fractions
+        self.label, self.done = "", 0
+
+    def cell(self, done: int, label: str) -> None:
+        self.done, self.label = done, label
+        self.show(0.0)
+
+    def show(self, fraction: float) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.time() - self.started
+        worked = self.computed + fraction
+        left = self.total - self.done - fraction
+        eta = f"{elapsed / worked * left:7.0f}s" if worked > 0.02 and elapsed > 0 else "     --"
+        width = 30
+        filled = int(width * (self.done + fraction) / max(self.total, 1))
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                         f"{elapsed:7.1f}s eta {eta} {self.label[:40]:<40} {100 * fraction:3.0f}%")
+        sys.stderr.flush()
+
+    def finished_cell(self) -> None:
+        self.computed += 1
+
+    def close(self) -> None:
+        if self.enabled:
+            self.done, self.label = self.total, "done"
+            self.show(0.0)
+            sys.stderr.write("\n")
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"\nwarning: {message}\n")
+
+
+def _saved_result(path: str, cell: dict) -> Optional[dict]:
+    """The result saved at ``path`` by an earlier run of the same cell, or None. A
+    file that cannot be read or has not the shape of a cell result (truncated,
+    empty, garbage) is named in a warning and the cell is computed again."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        _warn(f"cannot read the saved cell {path} ({type(e).__name__}: {e}); computing it again")
+        return None
+    if not (isinstance(data, dict) and isinstance(data.get("cell"), dict)
+            and isinstance(data.get("result"), dict)):
+        _warn(f"the saved cell {path} is not a cell result; computing it again")
+        return None
+    return data["result"] if data["cell"] == cell else None
 
 
 def _saved_results(plan, out_dir: str) -> list[Optional[dict]]:
-    """Per planned cell, its result saved in ``out_dir`` by an earlier run of the
-    same cell, or None."""
-    saved = []
-    for suite, cell in plan:
-        path = os.path.join(out_dir, "cells", suite.NAME, suite.cell_id(cell) + ".json")
-        result = None
-        if os.path.exists(path):
-            with open(path) as f:
-                data = json.load(f)
-            if data["cell"] == cell:
-                result = data["result"]
-        saved.append(result)
-    return saved
+    """Per planned cell, its result saved in ``out_dir`` by an earlier run, or None."""
+    return [_saved_result(os.path.join(out_dir, "cells", suite.name, suite.cell_id(cell) + ".json"),
+                          cell) for suite, cell in plan]
 
 
 def _plan(suite_names, preset: str, seeds: int | None, options: dict):
@@ -87,7 +162,7 @@ def _plan(suite_names, preset: str, seeds: int | None, options: dict):
     plan, not_run = [], {}
     for s in suite_names:
         suite = SUITES[s]
-        if hasattr(suite, "configure"):
+        if suite.configure is not None:
             suite.configure(**{k: v for k, v in options.items() if v is not None})
         try:
             plan += [(suite, c) for c in suite.cells(preset, seeds)]
@@ -105,44 +180,54 @@ def run(suite_names, preset: str, seeds: int | None, out_dir: str,
     unknown = [s for s in suite_names if s not in SUITES]
     if unknown:
         raise ValueError(f"unknown suite(s) {unknown}; known: {sorted(SUITES)}")
+    if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
+        raise ValueError(f"--seeds must be between 1 and {MAX_SEEDS:,} (a cell keeps every seed's "
+                         f"results in memory and in its file), got {seeds:,}")
     primary = devices.is_primary()
-    progress = progress and primary
-    if primary:
-        os.makedirs(out_dir, exist_ok=True)
-    plan, not_run = _plan(suite_names, preset, seeds, options or {})
+    lock = prepare_output(out_dir) if primary else None
+    try:
+        return _run(suite_names, preset, seeds, out_dir, progress, options or {}, primary)
+    finally:
+        if lock is not None:
+            lock.close()  # releases the lock
+
+
+def _run(suite_names, preset: str, seeds: int | None, out_dir: str, progress: bool,
+         options: dict, primary: bool) -> Optional[dict]:
+    plan, not_run = _plan(suite_names, preset, seeds, options)
     started = time.time()
     per_suite: dict[str, list] = {s: [] for s in suite_names}
     # The primary's saved cells decide, for every process, which cells are reused.
     saved = _saved_results(plan, out_dir) if primary else [None] * len(plan)
     reuse = devices.broadcast_from_primary(np.array([r is not None for r in saved], np.int32))
     reused = 0
+    bar = _Progress(len(plan), progress and primary)
     for i, ((suite, cell), result, reuse_it) in enumerate(zip(plan, saved, reuse)):
         if reuse_it:
-            per_suite[suite.NAME].append((cell, result))
+            per_suite[suite.name].append((cell, result))
             reused += 1
             continue
         cid = suite.cell_id(cell)
-        if progress:
-            _progress(i, len(plan), cid, started)
+        bar.cell(i, f"{suite.name}/{cid}")
         t0 = time.time()
-        result = suite.run_cell(cell)
+        with listening(bar.show):
+            result = suite.run_cell(cell)
+        bar.finished_cell()
         if primary:
-            path = os.path.join(out_dir, "cells", suite.NAME, cid + ".json")
+            path = os.path.join(out_dir, "cells", suite.name, cid + ".json")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             _write_json(path, {"cell": cell, "result": result, "seconds": time.time() - t0})
-        per_suite[suite.NAME].append((cell, result))
-    if progress:
-        _progress(len(plan), len(plan), "done", started)
-        sys.stderr.write("\n")
+        per_suite[suite.name].append((cell, result))
+    bar.close()
     if not primary:
         return None
     verdicts = [row for s in suite_names for row in SUITES[s].summarise(per_suite[s])]
     figures = []
     for s in suite_names:
-        if hasattr(SUITES[s], "figures") and per_suite[s]:
+        if per_suite[s]:
             figures += [dict(f, suite=s) for f in SUITES[s].figures(per_suite[s], out_dir)]
     analyses = {s: SUITES[s].analysis(per_suite[s]) for s in suite_names
-                if hasattr(SUITES[s], "analysis") and per_suite[s]}
+                if SUITES[s].analysis is not None and per_suite[s]}
     results = {
         "preset": preset,
         "seeds_override": seeds,
@@ -162,121 +247,3 @@ def run(suite_names, preset: str, seeds: int | None, out_dir: str,
         f.write(markdown_report(results))
     ledger.write(out_dir)
     return results
-
-
-def _fmt(x) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
-
-
-def _rate(v: dict) -> str:
-    if v.get("rate") is None:
-        return "-"
-    return f"{v['rate']:.4g} [{v['ci_low']:.3g}, {v['ci_high']:.3g}] vs {v['delta']:.3g}"
-
-
-def _sprt(v: dict) -> str:
-    if v.get("sprt_verdict") is None:
-        return "-"
-    return f"{v['sprt_verdict']} ({v['sprt_trials']})"
-
-
-def verdict_table(verdicts: list[dict]) -> str:
-    head = ("| suite | claim | verdict | failures / trials | failure rate [95% CI] vs delta "
-            "| p-value | SPRT (trials) | median ratio | p99 ratio | worst ratio | worst rel. diff |")
-    lines = [head, "|" + "---|" * 11]
-    for v in verdicts:
-        lines.append(
-            f"| {v['suite']} | {v['claim']} | **{v['verdict']}** | "
-            f"{v['violations']} / {v['checked']} | {_rate(v)} | {_fmt(v.get('p_value'))} | {_sprt(v)} | "
-            f"{_fmt(v['median_of_cell_medians'])} | {_fmt(v.get('worst_p99'))} | "
-            f"{_fmt(v['worst_ratio'])} | {_fmt(v.get('worst_relative_difference'))} |"
-        )
-    return "\n".join(lines)
-
-
-def _processes(results: dict) -> str:
-    """" over N processes" for a multi-process run (older results lack the field)."""
-    count = results.get("processes", {}).get("process_count", 1)
-    return f" over {count} processes" if count > 1 else ""
-
-
-def suite_markdown(results: dict, suite: str) -> str:
-    """One suite's analysis section with the run's provenance and its figures (for
-    docs/: generated, never typed by hand)."""
-    if suite not in results.get("analysis", {}):
-        why = results.get("not_run", {}).get(suite, "it was not part of the run")
-        raise ValueError(f"the run has no analysis of suite {suite!r} ({why})")
-    prov = results["provenance"]
-    figures = "\n\n".join(f"![{f['caption']}]({f['path']})\n\n*{f['caption']}*"
-                            for f in results.get("figures", []) if f.get("suite") == suite)
-    ledger_rows = ""
-    if hasattr(SUITES[suite], "ledger_entries"):  # the suite's own rows of the claims ledger
-        rows = SUITES[suite].ledger_entries(results)
-        ledger_rows = ("\n### Claims ledger rows of this suite\n\n| claim | statement checked | regime | verdict "
-                       "| evidence |\n|---|---|---|---|---|\n"
-                       + "\n".join(f"| {e['claim']} | {e['statement']} | {e['regime']} | **{e['verdict']}** | "
-                                    f"{e['evidence']} |" for e in rows) + "\n")
-    return (f"<!-- generated by `sparsity-verify report DIR --suite {suite}`: do not edit -->\n\n"
-            f"Run: `{prov['command']}`; preset `{results['preset']}`; git commit `{prov['git_commit']}`; "
-            f"{prov['time_utc']}; device {prov['device']['backend']} ({prov['device']['kind']}, "
-            f"{prov['device']['count']} device(s), host cpus {prov['device']['cpu_count']}); wall time "
-            f"{results['seconds']:.0f} s; versions {', '.join(f'{k} {v}' for k, v in prov['versions'].items())}."
-            f"\n\n{SUITES[suite].report_sections(results['analysis'][suite])}{ledger_rows}\n{figures}\n")
-
-
-def markdown_report(results: dict) -> str:
-    prov = results["provenance"]
-    claims = "\n".join(
-        f"- `{c}`: {text}" for s in results["suites"] for c, text in SUITES[s].CLAIMS.items()
-    )
-    figures = "\n\n".join(f"![{f['caption']}]({f['path']})\n\n*{f['caption']}*"
-                            for f in results.get("figures", [])) or "(none)"
-    sections = "\n".join(f"## Suite `{s}`: analysis\n\n{SUITES[s].report_sections(a)}"
-                         for s, a in results.get("analysis", {}).items())
-    sections += "".join(f"\n## Suite `{s}`: NOT RUN\n\n{why}\n"
-                        for s, why in results.get("not_run", {}).items())
-    return f"""# sparsity-verify report
-
-- preset: `{results['preset']}`; suites: {', '.join(results['suites'])}
-- git commit: `{prov['git_commit']}`; time (UTC): {prov['time_utc']}
-- device: {prov['device']['backend']} ({prov['device']['kind']}, {prov['device']['count']} device(s){_processes(results)}), host cpus {prov['device']['cpu_count']}
-- versions: {', '.join(f'{k} {v}' for k, v in prov['versions'].items())}
-- wall time: {results['seconds']:.1f} s ({results['cells_reused']} cells reused from an earlier run)
-
-## Verdicts
-
-Ratio = quantity / bound for upper bounds and bound / quantity for lower bounds:
-at most 1 when the inequality holds; the median is the median over cells of each
-cell's median; p99 ratio is the largest over cells of each cell's 99th
-percentile. SPRT: Wald's sequential test of delta against 2 delta on the
-trials in run order, and the trial at which it decided. Exact facts (suite
-`identities`): a violation is a ratio above 1 + 1e-9. Probabilistic claims: failures are trials (seeds) where the bound
-failed; the exact one-sided binomial test of "failure rate <= delta" gives the
-p-value (pooled over cells; each cell is also tested at alpha / cells); the
-verdict is VIOLATED at p < alpha = 1e-6. A failure count above zero is expected
-at rate up to delta. Claims ending in `-wrong` are planted wrong bounds: CAUGHT
-means the test has the power to reject them.
-
-{verdict_table(results['verdicts'])}
-
-## Figures
-
-{figures}
-
-{sections}
-
-## Claims ledger
-
-Each claim of the paper judged from this run (also written to `claims.md`;
-rules in `verify/ledger.py`):
-
-{ledger.markdown(results)}
-
-## Claims checked by the suites
-
-{claims}
-"""

@@ -15,7 +15,7 @@ import numpy as np
 
 import sparsity_theory as st
 from sparsity_theory import bounds
-from verify import devices
+from verify import devices, progress
 
 # The input models the suites sweep by default: centred and shifted Gaussian,
 # bounded Uniform and Rademacher (docs/definitions.md gives their proxies).
@@ -103,12 +103,16 @@ def sample_row_scores(model, n: int, d: int, mode: str, seeds: int, seed_base: i
         sig, mu, u, diag = devices.map_seeds(row, keys, weights)
         return RowScores(sig, mu, u, diag if mode == "self" else None)
 
-    starts = range(0, seeds, size)
+    def chunk(i: int):
+        part = rows_of(all_keys[i:i + size])
+        part = part if summary is None else summary(part)
+        progress.chunk_done(i + size, seeds)
+        return part
+
+    parts = [chunk(i) for i in range(0, seeds, size)]
     if summary is None:
-        parts = [rows_of(all_keys[i:i + size]) for i in starts]
         return RowScores(*(None if parts[0][j] is None else np.concatenate([p[j] for p in parts])
                            for j in range(4)))
-    parts = [summary(rows_of(all_keys[i:i + size])) for i in starts]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 

@@ -43,6 +43,8 @@ __all__ = [
     "detection_power",
     "looseness",
     "looseness_from_logs",
+    "loglog_slope",
+    "mean_interval",
     "min_trials_to_detect",
     "sprt",
 ]
@@ -492,3 +494,32 @@ def sprt(
         alpha=a,
         beta=b,
     )
+
+
+# Bootstrap resamples of loglog_slope (fixed before the data; generator seed 0).
+BOOTSTRAP = 400
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def mean_interval(x: np.ndarray, z: float = Z95) -> tuple[float, float, float]:
+    """Mean over the last axis and its normal-approximation interval."""
+    x = np.asarray(x, dtype=float)
+    mean = float(np.mean(x))
+    half = z * float(np.std(x, ddof=1)) / math.sqrt(x.size) if x.size > 1 else float("nan")
+    return mean, mean - half, mean + half
+
+
+def loglog_slope(lengths: np.ndarray, values: np.ndarray, seed: int = 0) -> dict:
+    """Slope of ``log mean(values[i])`` against ``log lengths[i]`` (values:
+    (lengths, seeds)) with a percentile bootstrap 95% interval."""
+    x = np.log(np.asarray(lengths, dtype=float))
+    means = np.mean(values, axis=1)
+    slope = float(np.polyfit(x, np.log(means), 1)[0])
+    rng = np.random.default_rng(seed)
+    seeds = values.shape[1]
+    boot = np.empty(BOOTSTRAP)
+    for b in range(BOOTSTRAP):
+        idx = rng.integers(0, seeds, size=values.shape)
+        boot[b] = np.polyfit(x, np.log(np.mean(np.take_along_axis(values, idx, 1), axis=1)), 1)[0]
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return {"slope": slope, "low": float(low), "high": float(high)}

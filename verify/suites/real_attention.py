@@ -33,7 +33,7 @@ never overlap; they are the independent units of every interval). Per cell:
 
 The analysis (exponents with chunk-bootstrap intervals, the law, the bounds'
 failure rates, Table 2's analogue, Proposition 7.2, figures, ledger entries) is
-in ``verify.real_analysis``.
+in ``verify.suites.real_analysis``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import sys
 from typing import Any, Optional
 
 import jax
@@ -54,11 +53,11 @@ from sparsity_theory.llm import corpus, fetch, llama
 from sparsity_theory.llm.gguf_file import ModelFileError, load_gguf
 from sparsity_theory.llm.row_statistics import causal_row_statistics, causal_sparse_errors
 from sparsity_theory.llm.tokenizer import build_tokenizer
-from verify import real_analysis
-from verify.unavailable import SuiteUnavailable
+from verify.suites import real_analysis
+from verify.suite import Suite, SuiteUnavailable, register
 
 NAME = "real_attention"
-CLAIMS: dict[str, str] = {}  # judged from measurements in verify.real_analysis and the ledger
+CLAIMS: dict[str, str] = {}  # judged from measurements in verify.suites.real_analysis and the ledger
 
 # Rules fixed before the data, with their reasons:
 MIN_KEYS = real_analysis.MIN_KEYS  # one rule for the bounds and the exponent fits
@@ -370,20 +369,15 @@ def run_cell(cell: dict) -> dict[str, Any]:
 
 
 def summarise(cell_results) -> list[dict]:
-    return []  # judged in verify.real_analysis and the ledger
-
-
-def analysis(cell_results) -> dict:
-    return real_analysis.analyse(cell_results)
-
-
-def report_sections(result_analysis: dict) -> str:
-    return real_analysis.report(result_analysis)
-
-
-def ledger_entries(results: dict) -> list[dict]:
-    return real_analysis.ledger_entries(results)
+    return []  # judged in verify.suites.real_analysis and the ledger
 
 
 def figures(cell_results, out_dir):
     return real_analysis.figures(real_analysis.analyse(cell_results), out_dir)
+
+
+SUITE = register(Suite(
+    name=NAME, summary=__doc__.strip().splitlines()[0], claims=CLAIMS, presets=PRESETS,
+    cells=cells, cell_id=cell_id, run_cell=run_cell, summarise=summarise, order=9,
+    analysis=real_analysis.analyse, report_sections=real_analysis.report, figures=figures,
+    ledger_entries=real_analysis.ledger_entries, configure=configure, seeded=False))

@@ -23,6 +23,8 @@ import sparsity_theory as st
 from sparsity_theory import bounds
 from verify.claims import ALPHA, claim_result, summarise_claims
 from verify.sampling import STANDARD_MODELS, sample_row_scores
+from verify.report.ledger import bound_entry
+from verify.suite import Suite, register, with_seeds
 
 NAME = "lemma42"
 DELTA = 0.05
@@ -48,11 +50,11 @@ MODELS = dict(STANDARD_MODELS)
 def cells(preset: str, seeds: int | None = None) -> list[dict]:
     p = PRESETS[preset]
     combos = [(m, mode, n) for m in MODELS for mode in st.MODES for n in p["lengths"]]
-    return [
+    return with_seeds(NAME, [
         {"suite": NAME, "model": m, "mode": mode, "n": n, "d": p["d"],
-         "seeds": seeds or p["seeds"], "seed_base": 5000 + 1000 * i, "delta": DELTA}
-        for i, (m, mode, n) in enumerate(combos)
-    ]
+         "seeds": seeds or p["seeds"], "delta": DELTA}
+        for (m, mode, n) in combos
+    ])
 
 
 def cell_id(cell: dict) -> str:
@@ -89,3 +91,16 @@ def run_cell(cell: dict) -> dict[str, Any]:
 
 def summarise(cell_results: list[tuple[dict, dict]]) -> list[dict]:
     return summarise_claims(NAME, CLAIMS, cell_results, ALPHA)
+
+
+def ledger_entries(results: dict) -> list[dict]:
+    return [bound_entry(results, NAME, ["L4.2-P1", "L4.2-P2", "L4.2-P3"],
+                        ["L4.2-P1-wrong", "L4.2-P3-wrong"], "Lemma 4.2: score concentration (Parts 1-3)",
+                        "max deviation, spread and normaliser bounds at probability 1 - delta",
+                        "4 input models x self/cross x lengths of the preset")]
+
+
+SUITE = register(Suite(
+    name=NAME, summary=__doc__.strip().splitlines()[0], claims=CLAIMS, presets=PRESETS,
+    cells=cells, cell_id=cell_id, run_cell=run_cell, summarise=summarise, order=4.2,
+    ledger_entries=ledger_entries))

@@ -33,6 +33,8 @@ import sparsity_theory as st
 from sparsity_theory import bounds, error_bounds
 from verify.claims import ALPHA, claim_result, summarise_claims
 from verify.sampling import STANDARD_MODELS, sample_row_scores
+from verify.report.ledger import bound_entry
+from verify.suite import Suite, register, with_seeds
 
 NAME = "theorem61"
 DELTA = 0.05
@@ -73,18 +75,16 @@ def cells(preset: str, seeds: int | None = None) -> list[dict]:
     out = []
     combos = [(m, mode, n, ws) for m in MODELS for mode in st.MODES for n in p["lengths"]
               for ws in p["weight_scales"]]
-    for i, (m, mode, n, ws) in enumerate(combos):
+    for (m, mode, n, ws) in combos:
         out.append({"suite": NAME, "kind": "row", "model": m, "mode": mode, "n": n, "d": p["d"],
-                    "weight_scale": ws, "seeds": seeds or p["seeds"],
-                    "seed_base": 61000 + 1000 * i, "delta": DELTA})
+                    "weight_scale": ws, "seeds": seeds or p["seeds"], "delta": DELTA})
     combos = [(m, mode, n) for m in FROBENIUS_MODELS for mode in st.MODES
               for n in p["frobenius_lengths"]]
-    for i, (m, mode, n) in enumerate(combos):
+    for (m, mode, n) in combos:
         out.append({"suite": NAME, "kind": "frobenius", "model": m, "mode": mode, "n": n,
                     "d": p["d"], "weight_scale": 0.5,
-                    "seeds": min(seeds, p["frobenius_seeds"]) if seeds else p["frobenius_seeds"],
-                    "seed_base": 62000 + 1000 * i, "delta": DELTA})
-    return out
+                    "seeds": min(seeds, p["frobenius_seeds"]) if seeds else p["frobenius_seeds"], "delta": DELTA})
+    return with_seeds(NAME, out)
 
 
 def cell_id(cell: dict) -> str:
@@ -172,3 +172,20 @@ def _frobenius_cell(cell: dict) -> dict[str, Any]:
 
 def summarise(cell_results: list[tuple[dict, dict]]) -> list[dict]:
     return summarise_claims(NAME, CLAIMS, cell_results, ALPHA)
+
+
+def ledger_entries(results: dict) -> list[dict]:
+    regime = "4 input models x self/cross x lengths; windows 1..n/2"
+    return [bound_entry(results, NAME, ["T6.1", "T6.1-tail", "T6.1-F", "T6.1-output"], ["T6.1-wrong"],
+                        "Theorem 6.1 / E.1: upper bound on the top-k error",
+                        "per row and in Frobenius norm, V = I and with values, at probability 1 - delta",
+                        regime),
+            bound_entry(results, NAME, ["T6.2", "T6.2-F"], ["T6.2-wrong"],
+                        "Theorem 6.2 / E.2: lower bound on the top-k error",
+                        "per row and in Frobenius norm at probability 1 - delta", regime)]
+
+
+SUITE = register(Suite(
+    name=NAME, summary=__doc__.strip().splitlines()[0], claims=CLAIMS, presets=PRESETS,
+    cells=cells, cell_id=cell_id, run_cell=run_cell, summarise=summarise, order=6.1,
+    ledger_entries=ledger_entries))

@@ -37,7 +37,7 @@ Per seed and strategy it records four metrics, as natural logs:
 All errors come from the exact factorised forms (``sparse_attention_errors``,
 ``masked_attention_errors``), never from subtracting two attention matrices.
 The analysis (Table 1 with paired confidence intervals, log-log slopes with
-bootstrap intervals, Proposition 7.2) is in ``verify.strategy_analysis``.
+bootstrap intervals, Proposition 7.2) is in ``verify.suites.strategy_analysis``.
 """
 
 from __future__ import annotations
@@ -53,17 +53,14 @@ import numpy as np
 import sparsity_theory as st
 from sparsity_theory import windows as window_plans
 from sparsity_theory.errors import log_norm
+from verify.suite import Suite, register, with_seeds
+from verify.suites import strategy_analysis
+from verify.suites.strategy_analysis import METRICS, ORACLE
 
 NAME = "strategies"
 
-METRICS = {
-    "rms": "attention-matrix RMS row error sqrt(mean_i ||s_i - s^_i||_2^2)",
-    "frobenius": "total Frobenius error ||S - S^||_F (sqrt(n) x RMS)",
-    "output": "relative output error ||O - O^||_F / ||O||_F, V = Y W_V",
-    "output-independent": "relative output error, V independent of the keys",
-}
 
-# No probabilistic claims of its own: the ledger (verify.ledger) judges the
+# No probabilistic claims of its own: the ledger (verify.report.ledger) judges the
 # section's statements from this suite's measurements.
 CLAIMS: dict[str, str] = {}
 
@@ -80,7 +77,6 @@ PRESETS = {
 }
 
 GAUSSIAN = st.Gaussian(1.0)
-ORACLE = "oracle"
 
 
 def strategy_plans(preset: dict) -> list[dict]:
@@ -110,15 +106,14 @@ def cells(preset: str, seeds: int | None = None) -> list[dict]:
     plans = strategy_plans(p)
     combos = [(mode, sigma, n) for mode in st.MODES for sigma in p["score_scales"]
               for n in p["lengths"]]
-    return [
+    return with_seeds(NAME, [
         {"suite": NAME, "mode": mode, "score_scale": sigma, "n": n, "d": p["d"],
          "rows": min(p["rows"], n), "seeds": seeds or p["seeds"],
-         # One seed base per (mode, sigma, n); the same for every strategy.
-         "seed_base": 63000 + 1000 * i, "oracle_eps": p["oracle_eps"],
+         "oracle_eps": p["oracle_eps"],
          "strategies": [{"name": s["name"], "kind": s["kind"], "k0": s["k0"], "sinks": s["sinks"],
                          "window": s["windows"][n]} for s in plans]}
-        for i, (mode, sigma, n) in enumerate(combos)
-    ]
+        for (mode, sigma, n) in combos
+    ])
 
 
 def cell_id(cell: dict) -> str:
@@ -206,19 +201,11 @@ def run_cell(cell: dict) -> dict[str, Any]:
 
 
 def summarise(cell_results: list[tuple[dict, dict]]) -> list[dict]:
-    return []  # judged in the ledger and the report's tables (verify.strategy_analysis)
+    return []  # judged in the ledger and the report's tables (verify.suites.strategy_analysis)
 
 
-def figures(cell_results, out_dir):
-    from verify import strategy_analysis
-    return strategy_analysis.figure2(cell_results, out_dir)
-
-
-def analysis(cell_results) -> dict:
-    from verify import strategy_analysis
-    return strategy_analysis.analyse(cell_results)
-
-
-def report_sections(result_analysis: dict) -> str:
-    from verify import strategy_analysis
-    return strategy_analysis.report(result_analysis)
+SUITE = register(Suite(
+    name=NAME, summary=__doc__.strip().splitlines()[0], claims=CLAIMS, presets=PRESETS,
+    cells=cells, cell_id=cell_id, run_cell=run_cell, summarise=summarise, order=6.3,
+    analysis=strategy_analysis.analyse, report_sections=strategy_analysis.report,
+    figures=strategy_analysis.figure2, ledger_entries=strategy_analysis.ledger_entries))

@@ -124,6 +124,9 @@ import sparsity_theory as st
 from sparsity_theory import bounds, error_bounds
 from verify import adversary
 from verify.claims import ALPHA, claim_result, summarise_claims
+from verify.report.figures import pyplot, save_figure
+from verify.report.ledger import bound_entry
+from verify.suite import Suite, register, with_seeds
 
 NAME = "adversarial"
 TOLERANCE = 1e-9  # relative rounding slack: a ratio above 1 + 1e-9 is a violation
@@ -202,15 +205,15 @@ def cells(preset: str, seeds: int | None = None) -> list[dict]:
     if seeds is not None and seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}.")
     p = PRESETS[preset]
-    out = [{"suite": NAME, "part": "deterministic", "mode": "self", "seed_base": 71000,
+    out = [{"suite": NAME, "part": "deterministic", "mode": "self",
             **{k: (list(v) if isinstance(v, tuple) else v) for k, v in p["deterministic"].items()}}]
-    for i, model in enumerate(MODELS):
+    for model in MODELS:
         cell = {"suite": NAME, "part": "probabilistic", "model": model, "mode": "cross",
-                "seed_base": 72000 + 1000 * i, "delta": DELTA, **p["probabilistic"]}
+                "delta": DELTA, **p["probabilistic"]}
         if seeds is not None:
             cell["recheck_seeds"] = int(seeds)
         out.append(cell)
-    return out
+    return with_seeds(NAME, out)
 
 
 def cell_id(cell: dict) -> str:
@@ -761,9 +764,8 @@ def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
 
 
 def figures(cell_results: list[tuple[dict, dict]], out_dir: str) -> list[dict]:
-    from verify import figures as fig
 
-    plt = fig._pyplot()
+    plt = pyplot()
     figure, (left, middle, right) = plt.subplots(1, 3, figsize=(18, 4.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for cell, result in cell_results:
@@ -814,8 +816,8 @@ def figures(cell_results: list[tuple[dict, dict]], out_dir: str) -> list[dict]:
     right.set_xlabel("step")
     right.set_ylabel("smoothed failure rate mean sigmoid(z / T)")
     right.grid(alpha=0.3)
-    return [fig._save(figure, out_dir, "adversarial_search.png",
-                      "Adversarial search (verify.adversarial). Left: the worst ratio "
+    return [save_figure(figure, out_dir, "adversarial_search.png",
+                      "Adversarial search (verify.suites.adversarial). Left: the worst ratio "
                       "quantity/bound found so far for each deterministic target (ratio 1 dotted; "
                       "output-wrong is the planted 0.6 x output bound). Middle: the failure rate of "
                       "each probabilistic target on each step's fresh batch at the chosen restart, "
@@ -961,3 +963,24 @@ def report_sections(result_analysis: dict) -> str:
                              f"{w['w_concentration_mean']:.3g} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def ledger_entries(results: dict) -> list[dict]:
+    return [bound_entry(results, NAME, ["D4", "D5-lower", "D6-lower", "D6-upper", "output-upper"],
+                        ["output-wrong"], "Theorems 6.1/6.2, deterministic core (D4-D6, output bound) "
+                        "under adversarial search",
+                        "no input X, weight W (spectral ball) or values V found by projected gradient "
+                        "ascent makes quantity / bound exceed 1 + 1e-9",
+                        "self attention, every row, windows 1, n/8, n/2, n-1; several restarts"),
+            bound_entry(results, NAME, ["L4.2-P1", "T4.3", "T5.1-max", "T6.1"], ["L4.2-P3-wrong"],
+                        "Lemma 4.2 / Theorems 4.3, 5.1, 6.1 at adversarial weights",
+                        "failure rate <= delta on fresh seeds at the W that maximised the smoothed "
+                        "failure rate over the spectral ball",
+                        "Rademacher, Uniform and Gaussian input, cross mode, one row per seed")]
+
+
+SUITE = register(Suite(
+    name=NAME, summary=__doc__.strip().splitlines()[0], claims=CLAIMS, presets=PRESETS,
+    cells=cells, cell_id=cell_id, run_cell=run_cell, summarise=summarise, order=6.2,
+    analysis=analysis, report_sections=report_sections, figures=figures,
+    ledger_entries=ledger_entries))

@@ -35,6 +35,7 @@ from scipy.spatial.distance import cdist
 import sparsity_theory as st
 from sparsity_theory import error_bounds
 from verify.sampling import STANDARD_MODELS
+from verify.suite import Suite, register, with_seeds
 
 NAME = "identities"
 
@@ -69,17 +70,16 @@ TOLERANCE = 1e-9  # relative slack for rounding in an exact inequality
 
 def cells(preset: str, seeds: int | None = None) -> list[dict]:
     p = PRESETS[preset]
-    return [
+    return with_seeds(NAME, [
         {
             "suite": NAME, "model": model, "mode": mode, "n": n, "d": p["d"],
-            "seeds": seeds or p["seeds"], "seed_base": 1000 * i,
+            "seeds": seeds or p["seeds"],
             "dense": n <= p["dense_max_n"],
             **({"rows": p["rows"]} if n > p.get("all_rows_max_n", n) else {}),
         }
-        for i, (model, mode, n) in enumerate(
-            (m, mode, n) for m in MODELS for mode in st.MODES for n in p["lengths"]
-        )
-    ]
+        for (model, mode, n) in (
+            (m, mode, n) for m in MODELS for mode in st.MODES for n in p["lengths"])
+    ])
 
 
 def cell_id(cell: dict) -> str:
@@ -294,3 +294,8 @@ def summarise(cell_results: list[tuple[dict, dict]]) -> list[dict]:
             ),
         })
     return rows
+
+
+SUITE = register(Suite(
+    name=NAME, summary=__doc__.strip().splitlines()[0], claims=CLAIMS, presets=PRESETS,
+    cells=cells, cell_id=cell_id, run_cell=run_cell, summarise=summarise, order=0))

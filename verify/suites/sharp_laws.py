@@ -21,7 +21,7 @@ Two kinds of cell:
   whose log-log slope in n is the fitted exponent C of the phase diagram.
 
 ``summarise`` has no verdict rows: these are laws, not bounds at a stated
-probability. They are judged in ``verify.sharp_analysis`` by fixed rules (with
+probability. They are judged in ``verify.suites.sharp_analysis`` by fixed rules (with
 planted wrong laws that the same rules must reject) and in the claims ledger.
 """
 
@@ -37,6 +37,8 @@ import numpy as np
 
 import sparsity_theory as st
 from sparsity_theory import gaussian_laws as laws
+from verify.suite import Suite, register, with_seeds
+from verify.suites import sharp_analysis
 
 NAME = "sharp_laws"
 
@@ -48,10 +50,6 @@ DELTA = 0.05  # probability of the bounds compared (Theorem 4.3, Theorem 5.1)
 # Elements per chunk of seeds: memory O(2^22) whatever n and the seed count.
 CHUNK_ELEMENTS = 2**22
 
-# Seed bases of the two kinds of cell, far enough apart (10^6 / 1000 cells) that
-# no fixed cell shares its random stream with a rem cell.
-FIXED_SEED_BASE = 71000
-REM_SEED_BASE = 1_071_000
 
 CLAIMS: dict[str, str] = {}  # judged in the analysis and the ledger, not per trial
 
@@ -71,14 +69,14 @@ PRESETS = {
 def cells(preset: str, seeds: int | None = None) -> list[dict]:
     p = PRESETS[preset]
     out = [{"suite": NAME, "kind": "fixed", "sigma": s, "n": n, "seeds": seeds or p["seeds"],
-            "seed_base": FIXED_SEED_BASE + 1000 * i, "window_eps": list(WINDOW_EPS),
+            "window_eps": list(WINDOW_EPS),
             "effective_eps": list(EFFECTIVE_EPS), "tail_fraction": TAIL_FRACTION, "delta": DELTA}
-           for i, (s, n) in enumerate((s, n) for s in p["sigmas"] for n in p["lengths"])]
+           for s in p["sigmas"] for n in p["lengths"]]
     out += [{"suite": NAME, "kind": "rem", "c": c, "n": n, "sigma": float(laws.rem_score_scale(c, n)),
-             "seeds": seeds or p["rem_seeds"], "seed_base": REM_SEED_BASE + 1000 * i,
+             "seeds": seeds or p["rem_seeds"],
              "window_eps": list(WINDOW_EPS)}
-            for i, (c, n) in enumerate((c, n) for c in p["c_grid"] for n in p["rem_lengths"])]
-    return out
+            for c in p["c_grid"] for n in p["rem_lengths"]]
+    return with_seeds(NAME, out)
 
 
 def cell_id(cell: dict) -> str:
@@ -192,16 +190,8 @@ def summarise(cell_results) -> list[dict]:
     return []  # laws, not bounds at a probability: judged in the analysis and the ledger
 
 
-def figures(cell_results, out_dir: str) -> list[dict]:
-    from verify import sharp_analysis
-    return sharp_analysis.figures(cell_results, out_dir)
-
-
-def analysis(cell_results) -> dict:
-    from verify import sharp_analysis
-    return sharp_analysis.analyse(cell_results)
-
-
-def report_sections(result_analysis: dict) -> str:
-    from verify import sharp_analysis
-    return sharp_analysis.report(result_analysis)
+SUITE = register(Suite(
+    name=NAME, summary=__doc__.strip().splitlines()[0], claims=CLAIMS, presets=PRESETS,
+    cells=cells, cell_id=cell_id, run_cell=run_cell, summarise=summarise, order=8,
+    analysis=sharp_analysis.analyse, report_sections=sharp_analysis.report,
+    figures=sharp_analysis.figures, ledger_entries=sharp_analysis.ledger_entries))

@@ -34,6 +34,8 @@ from collections import defaultdict
 import numpy as np
 from scipy import stats
 
+from verify.report.figures import pyplot, save_figure
+
 BOOTSTRAP = 400
 MIN_KEYS = 16  # rows with fewer keys: sigma_i from < 16 scores, and k_eps <= n forces slope ~1
 LAW_FACTOR = 2.0
@@ -271,7 +273,7 @@ def report(a: dict) -> str:
              "distributed); every number below is a measurement, not a check of a theorem's hypotheses.", ""]
     fc = a.get("forward_check")
     if fc:
-        lines += [f"### The forward pass, checked before anything is measured", "",
+        lines += ["### The forward pass, checked before anything is measured", "",
                   f"- dense perplexity on the first {fc['tokens']} tokens: **{fc['perplexity']:.4g}** (limit "
                   f"{fc['limit']:g}: {'passed' if fc['passed'] else 'FAILED: nothing below is judged'}); with "
                   f"the wrong RoPE pairing (Hugging Face halves on GGUF weights): "
@@ -328,9 +330,8 @@ def report(a: dict) -> str:
 
 
 def figures(a: dict, out_dir: str) -> list[dict]:
-    from verify.figures import _pyplot, _save
 
-    plt = _pyplot()
+    plt = pyplot()
     out = []
     if "exponents" in a:
         e = a["exponents"][0]
@@ -345,7 +346,7 @@ def figures(a: dict, out_dir: str) -> list[dict]:
         for l, h in zip(*np.nonzero(np.asarray(e["high"]) >= 1)):
             ax.text(h, l, "x", ha="center", va="center", color="red", fontsize=7)
         ax.set_title(f"C per head, context {a['profile_n']} (red x: interval reaches 1)", fontsize=9)
-        out.append(_save(fig, out_dir, "real_exponent_heatmap.png",
+        out.append(save_figure(fig, out_dir, "real_exponent_heatmap.png",
                          f"Fitted exponent C of the certified window k_eps ~ n^C per layer and head "
                          f"(eps = {e['eps']:g}; {a['profile_chunks']} chunks of {a['profile_n']} tokens; red x: "
                          "the bootstrap interval reaches 1)"))
@@ -366,7 +367,7 @@ def figures(a: dict, out_dir: str) -> list[dict]:
         ax.set_xlabel("visible keys n (query position + 1)")
         ax.set_ylabel(f"mean certified window k_eps (eps = {heads['eps']:g})")
         ax.legend(fontsize=7, loc="upper left")
-        out.append(_save(fig, out_dir, "real_window_growth.png",
+        out.append(save_figure(fig, out_dir, "real_window_growth.png",
                          "Certified window k_eps against the number of visible keys for the heads with the "
                          "lowest, median and highest fitted C (dotted: the sharp Gaussian law at each row's "
                          "own sigma_i)"))
@@ -400,7 +401,7 @@ def figures(a: dict, out_dir: str) -> list[dict]:
     right.set_title("top-k strategies (sink+recent: left panel only)", fontsize=9)
     out.append(_layer_error_figure(a, rows, k0s[0], n_max, out_dir))
     fig.tight_layout(w_pad=3)
-    out.append(_save(fig, out_dir, "real_perplexity_budget.png",
+    out.append(save_figure(fig, out_dir, "real_perplexity_budget.png",
                      f"{a['model']} with sparse attention in every layer at n = {n_max}: perplexity (left) and "
                      f"next-token loss above dense (right, mean and 95% interval over {a['chunks']} chunks) "
                      "against the budget, each strategy compute-aligned to the constant window k0"))
@@ -409,9 +410,8 @@ def figures(a: dict, out_dir: str) -> list[dict]:
 
 def _layer_error_figure(a: dict, rows: list, k0: int, n: int, out_dir: str) -> dict:
     """One-layer errors of each strategy per layer (dense activations)."""
-    from verify.figures import _pyplot, _save
 
-    fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4.0))
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.0))
     for r in sorted((r for r in rows if r["k0"] == k0), key=lambda r: _kind_rank(r["kind"])):
         for ax, key in zip(axes, ("rms_l2", "output_error")):
             ax.plot(range(len(r[key])), r[key], "o-", ms=3, label=r["kind"])
@@ -423,7 +423,7 @@ def _layer_error_figure(a: dict, rows: list, k0: int, n: int, out_dir: str) -> d
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, frameon=False)
     fig.tight_layout(w_pad=3, rect=(0, 0, 1, 0.93))  # room for the legend above the panels
-    return _save(fig, out_dir, "real_layer_errors.png",
+    return save_figure(fig, out_dir, "real_layer_errors.png",
                  f"One-layer errors of each strategy per layer (k0 = {k0}, n = {n}): sparse against dense "
                  f"attention on the dense model's own queries, keys and values, mean over {a['chunks']} chunks")
 

@@ -1,0 +1,147 @@
+"""The claims ledger: every claim of the paper's abstract and Sections 4-7, the
+precise statement checked, the metric and regime, a verdict and the evidence,
+built from a run's ``results.json`` (``sparsity-verify ledger DIR``).
+
+Each suite writes its own rows (``Suite.ledger_entries``, next to the suite's
+rules: e.g. ``verify/suites/strategy_analysis.py``); this module gathers them
+in the registry's order and holds the rules every suite shares.
+
+Verdicts: SUPPORTED, NOT SUPPORTED, SUPPORTED ONLY IN REGIME (the regimes
+named), NOT CHECKED (with the reason) and NOT RUN (the suite that judges it
+was not part of the run, or could not run here: the reason is given). The
+real-attention entries (their rules: ``verify/suites/real_analysis.py``) add
+PASSED (the forward-pass precondition), MEASURED (a table with no claim to
+judge) and INCONCLUSIVE (the intervals decide neither way). The shared rule,
+fixed before looking at the data: a bound is SUPPORTED when every claim of it
+HOLDS at its stated probability (exact binomial test, ``verify.claims``) and
+its planted wrong bound is CAUGHT (``bound_entry``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from verify.report.results_file import read_results
+from verify.suite import suites
+
+
+def _verdicts(results: dict, suite: str) -> dict:
+    return {v["claim"]: v for v in results.get("verdicts", []) if v["suite"] == suite}
+
+
+def _row_evidence(r: dict) -> str:
+    """One verdict row as text: probabilistic rows carry a rate interval against
+    delta; exact (deterministic) rows only violations and ratios."""
+    rate = (f" (rate CI high {r['ci_high']:.3g} vs delta {r['delta']:.3g})"
+            if r.get("ci_high") is not None else " (exact: any ratio above 1 + 1e-9 is a violation)")
+    median = r.get("median_of_cell_medians")
+    return (f"{r['claim']}: {r['violations']}/{r['checked']} failures{rate}, median ratio "
+            f"{median:.3g}, worst {r['worst_ratio']:.3g}" if median is not None else
+            f"{r['claim']}: {r['violations']}/{r['checked']} failures{rate}, worst {r['worst_ratio']:.3g}")
+
+
+def not_run_entry(results: dict, suite: str, claim: str, statement: str = "-",
+                  regime: str = "-") -> dict:
+    """The row of a claim whose suite did not run, with the reason."""
+    why = results.get("not_run", {}).get(suite)
+    return {"claim": claim, "statement": statement, "regime": regime, "verdict": "NOT RUN",
+            "evidence": f"suite `{suite}` did not run: {why}" if why
+            else f"suite `{suite}` was not part of this run"}
+
+
+def bound_entry(results: dict, suite: str, claims: list[str], wrong: list[str], title: str,
+                statement: str, regime: str) -> dict:
+    """A bound judged from its suite's verdict rows: SUPPORTED when every claim in
+    ``claims`` HOLDS and every planted wrong bound in ``wrong`` is CAUGHT."""
+    if suite not in results.get("suites", []):
+        return not_run_entry(results, suite, title, statement, regime)
+    v = _verdicts(results, suite)
+    rows = [v[c] for c in claims if c in v]
+    planted = [v[c] for c in wrong if c in v]
+    held = rows and all(r["verdict"] == "HOLDS" for r in rows)
+    caught = all(p["verdict"] == "CAUGHT" for p in planted)
+    evidence = "; ".join(_row_evidence(r) for r in rows)
+    evidence += "; planted: " + ", ".join(f"{p['claim']} {p['verdict']}" for p in planted)
+    return {"claim": title, "statement": statement, "regime": regime,
+            "verdict": "SUPPORTED" if held and caught else "NOT SUPPORTED", "evidence": evidence}
+
+
+def regime_verdict(held: list[str], failed: list[str]) -> str:
+    """SUPPORTED when no regime failed, NOT SUPPORTED when none held, else
+    SUPPORTED ONLY IN REGIME and the regimes that held."""
+    return ("SUPPORTED" if not failed else "NOT SUPPORTED" if not held
+            else "SUPPORTED ONLY IN REGIME " + ", ".join(held))
+
+
+def slope_text(s: dict) -> str:
+    """A fitted slope and its interval: ``+0.123 [+0.100, +0.150]``."""
+    return f"{s['slope']:+.3f} [{s['low']:+.3f}, {s['high']:+.3f}]"
+
+
+def build(results: dict) -> list[dict]:
+    """Every suite's ledger rows, in the registry's order."""
+    return [entry for suite in suites().values() if suite.ledger_entries is not None
+            for entry in suite.ledger_entries(results)]
+
+
+def merge(runs: list[dict]) -> dict:
+    """One results dict from several runs (e.g. the paper preset of the slow
+    suites and the quick preset of the rest); a suite found in more than one run
+    is taken from the first that has it. ``runs_used`` records which run gave
+    each suite."""
+    merged = {"suites": [], "verdicts": [], "cells": {}, "analysis": {}, "runs_used": [], "not_run": {}}
+    for results in runs:
+        taken = [s for s in results.get("suites", []) if s not in merged["suites"]]
+        if not taken:
+            continue
+        merged["suites"] += taken
+        merged["verdicts"] += [v for v in results.get("verdicts", []) if v["suite"] in taken]
+        merged["cells"].update({s: c for s, c in results.get("cells", {}).items() if s in taken})
+        merged["analysis"].update({s: a for s, a in results.get("analysis", {}).items() if s in taken})
+        merged["not_run"].update({s: w for s, w in results.get("not_run", {}).items() if s in taken})
+        prov = results.get("provenance", {})
+        merged["runs_used"].append({"suites": taken, "preset": results.get("preset"),
+                                    "seeds_override": results.get("seeds_override"),
+                                    "git_commit": prov.get("git_commit"), "time_utc": prov.get("time_utc"),
+                                    "device": prov.get("device", {}).get("backend")})
+    return merged
+
+
+def markdown(results: dict) -> str:
+    runs = results.get("runs_used") or [{
+        "suites": results.get("suites", []), "preset": results.get("preset"),
+        "seeds_override": results.get("seeds_override"),
+        "git_commit": results.get("provenance", {}).get("git_commit"),
+        "time_utc": results.get("provenance", {}).get("time_utc"),
+        "device": results.get("provenance", {}).get("device", {}).get("backend")}]
+    lines = ["Generated by `sparsity-verify ledger` from:", ""]
+    for r in runs:
+        seeds = "" if r.get("seeds_override") is None else f", --seeds {r['seeds_override']}"
+        lines.append(f"- suites {', '.join(r['suites'])}: `{r['preset']}` preset{seeds} "
+                     f"(git commit `{r['git_commit']}`, {r['time_utc']}, device {r['device']})")
+    lines += ["", "Verdict rules: `verify/report/ledger.py` and each suite's module in `verify/suites/`.", "",
+              "| claim | statement checked | regime | verdict | evidence |", "|---|---|---|---|---|"]
+    for e in build(results):
+        lines.append(f"| {e['claim']} | {e['statement']} | {e['regime']} | **{e['verdict']}** | "
+                     f"{e['evidence']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(run_dirs, out: str | None = None) -> str:
+    """Write the ledger of one run directory, or of several merged (first wins).
+    Every results.json is checked first (``read_results``) and the ledger is
+    written whole or not at all (temporary file, then rename)."""
+    dirs = [run_dirs] if isinstance(run_dirs, str) else list(run_dirs)
+    runs = [read_results(d) for d in dirs]
+    results = runs[0] if len(runs) == 1 else merge(runs)
+    text = "# Claims ledger\n\n" + markdown(results)
+    path = out or os.path.join(dirs[0], "claims.md")
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+__all__ = ["bound_entry", "build", "markdown", "merge", "not_run_entry", "regime_verdict",
+           "slope_text", "write"]
