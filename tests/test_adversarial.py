@@ -16,7 +16,7 @@ import pytest
 
 import sparsity_theory as st
 from verify import adversary, runner
-from verify.suites import adversarial
+from verify.suites import adversarial, adversarial_search
 from verify.claims import ALPHA
 
 
@@ -239,8 +239,8 @@ def test_the_search_never_breaks_a_real_deterministic_bound(det):
     # input; the search gets there.
     for claim in ("D4", "D5-lower", "D6-lower", "D6-upper"):
         assert result[claim]["worst_ratio"] > 0.999, claim
-    rows = {r["claim"]: r for r in adversarial.summarise([det])}
-    assert all(rows[c]["verdict"] == "HOLDS" for c in adversarial.SEARCHED)
+    rows = {r.claim: r for r in adversarial.summarise([det])}
+    assert all(rows[c].verdict == "HOLDS" for c in adversarial.SEARCHED)
 
 
 def test_the_planted_output_bound_is_missed_by_random_inputs_and_caught_by_the_search(det):
@@ -253,11 +253,12 @@ def test_the_planted_output_bound_is_missed_by_random_inputs_and_caught_by_the_s
     # Many more random points than the search's starts still miss it.
     worst = -math.inf
     for seed in range(60):
-        start = adversarial.deterministic_start(dict(cell, seed_base=500 + seed))
-        worst = max(worst, float(np.max(adversarial.exact_log_ratios(start, cell)["output-wrong"])))
+        start = adversarial_search.deterministic_start(dict(cell, seed_base=500 + seed))
+        ratios = adversarial_search.exact_log_ratios(start, cell)
+        worst = max(worst, float(np.max(ratios["output-wrong"])))
     assert math.exp(worst) < 1.0
-    rows = {r["claim"]: r for r in adversarial.summarise([det])}
-    assert rows["output-wrong"]["verdict"] == "CAUGHT"
+    rows = {r.claim: r for r in adversarial.summarise([det])}
+    assert rows["output-wrong"].verdict == "CAUGHT"
 
 
 def _numpy_ratios(x, w, v, scale, windows):
@@ -315,7 +316,7 @@ def test_the_affine_bounds_equal_the_library_at_every_sigma():
 
     for cell in (_prob_cell(), _prob_cell(preset="paper")):
         n, delta = cell["n"], cell["delta"]
-        affine = adversarial.affine_bounds(cell)
+        affine = adversarial_search.affine_bounds(cell)
         sigma = np.array([0.0, 0.05, 0.8, 3.3, 7.5, 20.0])
         library = {
             "L4.2-P1": np.asarray(bounds.score_deviation_bound(sigma, n, delta)),
@@ -334,11 +335,11 @@ def test_the_affine_bounds_equal_the_library_at_every_sigma():
 
 
 def test_a_bound_that_is_not_affine_in_sigma_is_refused(monkeypatch):
-    real = adversarial.bound_functions
-    monkeypatch.setattr(adversarial, "bound_functions",
+    real = adversarial_search.bound_functions
+    monkeypatch.setattr(adversarial_search, "bound_functions",
                         lambda cell: {**real(cell), "T5.1-max": lambda s: np.asarray(s) ** 2})
     with pytest.raises(ValueError, match="not affine"):
-        adversarial.affine_bounds(_prob_cell())
+        adversarial_search.affine_bounds(_prob_cell())
 
 
 @pytest.fixture(scope="module")
@@ -361,15 +362,15 @@ def test_the_planted_normaliser_bound_is_caught_at_the_adversarial_w_only(prob):
     assert weights["adversarial"]["sigma_median"] > 1.5 * weights["random"]["sigma_median"]
     w = np.asarray(planted["adversarial_w"])
     assert np.linalg.norm(w, 2) <= cell["weight_radius"] * (1 + 1e-12)
-    rows = {r["claim"]: r for r in adversarial.summarise([prob])}
-    assert rows["L4.2-P3-wrong"]["verdict"] == "CAUGHT"
+    rows = {r.claim: r for r in adversarial.summarise([prob])}
+    assert rows["L4.2-P3-wrong"].verdict == "CAUGHT"
 
 
 def test_the_real_probabilistic_bounds_hold_after_the_fresh_recheck(prob):
     cell, result = prob
-    rows = {r["claim"]: r for r in adversarial.summarise([prob])}
+    rows = {r.claim: r for r in adversarial.summarise([prob])}
     for claim in ("L4.2-P1", "T4.3", "T5.1-max", "T6.1"):
-        assert rows[claim]["verdict"] == "HOLDS", claim
+        assert rows[claim].verdict == "HOLDS", claim
         r = result[claim]
         assert r["trials"] == cell["recheck_seeds"] and r["check"]["ci_high"] < cell["delta"]
         assert r["random_w"]["check"]["verdict"] == "HOLDS"
@@ -379,7 +380,7 @@ def test_the_real_probabilistic_bounds_hold_after_the_fresh_recheck(prob):
 
 def test_the_recheck_seeds_were_never_used_by_the_search():
     cell = _prob_cell()
-    recheck = np.asarray(adversarial.recheck_keys(cell)).view(np.uint64).ravel()
+    recheck = np.asarray(adversarial_search.recheck_keys(cell)).view(np.uint64).ravel()
     base = jax.random.PRNGKey(cell["seed_base"])
     used = []
     for i in range(len(adversarial.PROBABILISTIC_TARGETS)):
@@ -396,8 +397,8 @@ def test_the_recheck_seeds_were_never_used_by_the_search():
 def test_recheck_agrees_with_a_direct_numpy_computation():
     cell = _prob_cell()
     w = np.asarray(adversary.random_in_ball(jax.random.PRNGKey(9), (8, 8), "spectral", 6.0))
-    keys = adversarial.recheck_keys(cell)  # the fixture's seed count: compiled programs reused
-    out = adversarial.recheck(w, cell, keys)
+    keys = adversarial_search.recheck_keys(cell)  # the fixture's seed count: compiled programs reused
+    out = adversarial_search.recheck(w, cell, keys)
     # Independent: the same draws by hand, the bounds from their formulas.
     n, delta = cell["n"], cell["delta"]
     inputs = jax.vmap(lambda k: st.sample_inputs(k, n, 8, adversarial.MODELS["rademacher"],

@@ -1,4 +1,4 @@
-"""The NumPy reference (verify/numpy_reference.py) and the benchmark driver (verify/bench.py)."""
+"""The NumPy reference (verify/numpy_reference.py) and the benchmark driver (verify/bench/)."""
 
 import json
 

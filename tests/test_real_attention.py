@@ -254,14 +254,6 @@ def test_bound_rule_both_directions():
     assert real_analysis._bounds(cells, 0.05)[0]["verdict"] == "inconclusive"
 
 
-def test_t_interval_matches_scipy():
-    from scipy import stats
-    x = np.array([0.1, 0.3, -0.2, 0.05])
-    mean, lo, hi = real_analysis.t_interval(x, bonferroni=3)
-    ref = stats.t.interval(1 - 0.05 / 3, x.size - 1, loc=x.mean(), scale=stats.sem(x))
-    assert (lo, hi) == pytest.approx(ref, rel=1e-12)
-
-
 # --- the real model ---------------------------------------------------------------------
 
 

@@ -1,5 +1,7 @@
 """verify/sampling.py: one query row per seed, chunked over seeds."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -36,3 +38,13 @@ def test_scores_match_the_row_quantities():
     np.testing.assert_allclose(rows.log_normaliser(), np.logaddexp.reduce(full, axis=1))
     with pytest.raises(ValueError, match="weights"):
         sampling.sample_row_scores(st.Gaussian(1.0), 8, 2, "cross", 2, 0, weights="sparse")
+
+
+def test_seeds_that_share_a_prng_key_are_refused(monkeypatch):
+    """One key repeated for every seed would make 40 'independent' trials one draw."""
+    real_split = jax.random.split
+    monkeypatch.setattr(jax.random, "split", lambda key, num=2: jnp.repeat(real_split(key, 1), num, axis=0))
+    with pytest.raises(RuntimeError, match="40 seeds drew from only 1 distinct PRNG keys"):
+        sampling.sample_row_scores(st.Gaussian(1.0), 16, 4, "cross", 40, 123)
+    keys = np.asarray(real_split(jax.random.PRNGKey(0), 5))
+    assert sampling.distinct_keys(keys) is keys

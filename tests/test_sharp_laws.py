@@ -33,7 +33,7 @@ from scipy import stats
 import sparsity_theory as st
 from sparsity_theory import bounds
 from sparsity_theory import gaussian_laws as gl
-from verify import runner
+from verify import runner, statistics
 from verify.report import ledger
 from verify.suites import sharp_analysis, sharp_laws
 from verify.sampling import sample_row_scores
@@ -334,8 +334,7 @@ def _rem_results(c, k_of_n=None, seeds=32, noise=1e-3, seed=0):
 
 @pytest.fixture
 def fast_bootstrap(monkeypatch):
-    from verify.suites import strategy_analysis
-    monkeypatch.setattr(strategy_analysis, "BOOTSTRAP", 100)
+    monkeypatch.setattr(statistics, "BOOTSTRAP", 100)
 
 
 def test_phase_diagram_on_the_law_itself(fast_bootstrap):

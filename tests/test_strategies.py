@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import sparsity_theory as st
-from verify import runner
+from verify import runner, statistics
 from verify.report import ledger
 from verify.suites import strategies, strategy_analysis
 
@@ -39,7 +39,7 @@ def tiny(monkeypatch):
 @pytest.fixture
 def fast_bootstrap(monkeypatch):
     """Fewer bootstrap resamples where the slope intervals are not what is tested."""
-    monkeypatch.setattr(strategy_analysis, "BOOTSTRAP", 50)
+    monkeypatch.setattr(statistics, "BOOTSTRAP", 50)
 
 
 # --------------------------------------------------------------------------
@@ -183,44 +183,6 @@ def test_run_cell_matches_a_dense_recomputation(tiny):
                                    rtol=0, atol=1.1e-6)
 
 
-# --------------------------------------------------------------------------
-# Statistics of the analysis
-# --------------------------------------------------------------------------
-
-@pytest.mark.parametrize("a", [-0.3, 0.0, 0.5])
-def test_loglog_slope_recovers_a_known_slope(a):
-    rng = np.random.default_rng(11)
-    lengths = 2 ** np.arange(7, 14)
-    values = 3.0 * lengths[:, None] ** a * rng.lognormal(0.0, 0.3, size=(len(lengths), 200))
-    r = strategy_analysis.loglog_slope(lengths, values)
-    assert r["low"] <= r["slope"] <= r["high"]
-    assert r["low"] < a < r["high"], r
-    assert abs(r["slope"] - a) < 0.03 and r["high"] - r["low"] < 0.1, r
-    if a < 0:
-        assert r["high"] < 0  # decreasing in n, judged by the interval
-    # Deterministic: the bootstrap has a fixed generator seed.
-    assert strategy_analysis.loglog_slope(lengths, values) == r
-
-
-def test_loglog_slope_is_exact_without_noise():
-    lengths = np.array([64, 128, 256, 512])
-    values = np.tile((5.0 * lengths ** -0.75)[:, None], (1, 10))
-    r = strategy_analysis.loglog_slope(lengths, values)
-    assert r["slope"] == pytest.approx(-0.75, abs=1e-12)
-    assert r["low"] == pytest.approx(-0.75, abs=1e-12) and r["high"] == pytest.approx(-0.75, abs=1e-12)
-
-
-def test_mean_interval():
-    x = np.array([1.0, 2.0, 3.0, 4.0])
-    mean, lo, hi = strategy_analysis.mean_interval(x)
-    half = strategy_analysis.Z95 * np.std(x, ddof=1) / 2.0
-    assert mean == 2.5 and lo == pytest.approx(2.5 - half) and hi == pytest.approx(2.5 + half)
-    assert strategy_analysis.Z95 == pytest.approx(1.959963984540054)
-    mean, lo, hi = strategy_analysis.mean_interval(x, z=3.0)
-    assert hi - lo == pytest.approx(2 * 3.0 * np.std(x, ddof=1) / 2.0)
-    assert strategy_analysis.mean_interval(np.full(5, 0.7)) == (0.7, 0.7, 0.7)
-    mean, lo, hi = strategy_analysis.mean_interval(np.array([3.0]))
-    assert mean == 3.0 and math.isnan(lo) and math.isnan(hi)
     # Coverage: about 95% of intervals over normal samples cover the true mean.
     rng = np.random.default_rng(0)
     covered = [lo <= 1.0 <= hi for lo, hi in

@@ -146,7 +146,11 @@ def test_lemma42_suite_verdicts_and_report_columns(tiny_lemma, tmp_path, capsys)
         assert 0 < v["median_of_cell_medians"] < 1
     for claim in ("L4.2-P1-wrong", "L4.2-P3-wrong"):
         assert verdicts[claim]["verdict"] == "CAUGHT"
-    assert "| lemma42 | L4.2-P1 | **HOLDS** | " in table and " vs 0.05 |" in table
+    printed = {line.split()[1]: line.split() for line in table.splitlines()[1:] if line.startswith("lemma42")}
+    assert printed["L4.2-P1"][2:4] == ["HOLDS", f"{verdicts['L4.2-P1']['violations']}/600"]
+    with open(os.path.join(out, "report.md")) as f:
+        report = f.read()
+    assert "| lemma42 | L4.2-P1 | **HOLDS** | " in report and " vs 0.05 |" in report
 
 
 def test_lemma42_a_check_without_power_fails_the_run(tiny_lemma, monkeypatch, tmp_path):
@@ -165,14 +169,15 @@ def test_lemma42_summary_flags_a_violated_claim():
     failed = np.arange(300) < 40
     cell = claim_result(failed, np.where(failed, 0.4, -0.1), 0.05)
     empty = claim_result(np.zeros(0, bool), np.zeros(0), 0.05)
-    rows = {r["claim"]: r for r in lemma42.summarise([({}, {"L4.2-P1": cell, "L4.2-P2": empty})])}
-    assert rows["L4.2-P1"]["verdict"] == "VIOLATED" and rows["L4.2-P1"]["rate"] == 40 / 300
+    rows = {r.claim: r for r in lemma42.summarise([({}, {"L4.2-P1": cell, "L4.2-P2": empty})])}
+    assert rows["L4.2-P1"].verdict == "VIOLATED" and rows["L4.2-P1"].rate == 40 / 300
     # The sequential test sees the 40 failures first and stops early.
-    assert rows["L4.2-P1"]["sprt_verdict"] == "VIOLATED" and rows["L4.2-P1"]["sprt_trials"] <= 40
+    assert rows["L4.2-P1"].sprt_verdict == "VIOLATED" and rows["L4.2-P1"].sprt_trials <= 40
     valid = claim_result(np.arange(300) % 100 == 0, np.full(300, -0.5), 0.05)
     row = lemma42.summarise([({}, {"L4.2-P1": valid})])[0]
-    assert row["sprt_verdict"] == "HOLDS" and row["sprt_trials"] < 300
-    assert rows["L4.2-P2"]["verdict"] == "UNTESTED" and rows["L4.2-P2"]["checked"] == 0
+    assert row.sprt_verdict == "HOLDS" and row.sprt_trials < 300
+    assert rows["L4.2-P2"].verdict == "UNTESTED" and rows["L4.2-P2"].checked == 0
+    assert row.to_dict()["claim"] == "L4.2-P1" and len(row.to_dict()) == 20  # results.json's row
     assert runner.FAILING_VERDICTS == ("VIOLATED", "MISSED")
 
 
@@ -195,7 +200,10 @@ def test_theorem_suites_verdicts_figures_and_report(tiny_theorems, tmp_path, cap
         v = verdicts[claim]
         assert v["verdict"] == "HOLDS" and v["checked"] > 0, claim
         assert 0 <= v["ci_low"] <= v["rate"] <= v["ci_high"] <= 1
-        assert 0 < v["median_of_cell_medians"] <= v["worst_ratio"] <= 1, claim
+        # A probabilistic bound may fail on up to a delta share of trials: the worst
+        # ratio is above 1 exactly when some trial failed, the median is below 1.
+        assert 0 < v["median_of_cell_medians"] <= 1 and v["median_of_cell_medians"] <= v["worst_ratio"], claim
+        assert (v["worst_ratio"] > 1) == (v["violations"] > 0), claim
     assert verdicts["T4.3-binomial"]["checked"] == 600  # 2 modes x 300 seeds, one trial each
     assert verdicts["T4.3-wrong"]["verdict"] == "CAUGHT"
     assert verdicts["T5.1-wrong"]["verdict"] == "CAUGHT"
@@ -214,7 +222,9 @@ def test_theorem_suites_verdicts_figures_and_report(tiny_theorems, tmp_path, cap
     (_, small), (_, large) = profiles
     assert small["eps"][:2] == [0.1, 0.03]
     assert small["effective_mean"][1] > large["effective_mean"][1]
-    assert large["effective_mean"][0] == large["effective_mean"][1] == 0.0  # collapsed
+    # Collapsed: n = 512 is past n0 (88 and 317 at sigma = 0.5), where Theorem 5.1
+    # allows an entry above eps in at most delta = 5% of rows: so in fewer than 10%.
+    assert large["effective_q90"][0] == large["effective_q90"][1] == 0.0
 
 
 def test_theorem43_wrong_bound_made_valid_is_missed(tiny_theorems, monkeypatch, tmp_path):
@@ -244,7 +254,10 @@ def test_theorem61_suite_verdicts(tiny_theorem61, tmp_path, capsys):
     for claim in ("T6.1", "T6.1-tail", "T6.2", "T6.1-F", "T6.2-F", "T6.1-output"):
         v = verdicts[claim]
         assert v["verdict"] == "HOLDS" and v["checked"] > 0, claim
-        assert 0 < v["median_of_cell_medians"] <= v["worst_ratio"] <= 1, claim
+        # A probabilistic bound may fail on up to a delta share of trials: the worst
+        # ratio is above 1 exactly when some trial failed, the median is below 1.
+        assert 0 < v["median_of_cell_medians"] <= 1 and v["median_of_cell_medians"] <= v["worst_ratio"], claim
+        assert (v["worst_ratio"] > 1) == (v["violations"] > 0), claim
     assert verdicts["T6.1"]["checked"] == 2 * 2 * 300  # models x modes x seeds
     assert verdicts["T6.1-F"]["checked"] == 2 * 2 * 40  # matrices
     assert verdicts["T6.1-wrong"]["verdict"] == "CAUGHT"

@@ -21,13 +21,16 @@ reject them (CAUGHT), else MISSED, which shows a check without power.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import dataclasses
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from verify.statistics import binomial_check, looseness_from_logs, sprt
 
 ALPHA = 1e-6
+# Exact facts: a ratio above 1 + TOLERANCE is a violation (rounding slack).
+TOLERANCE = 1e-9
 # Wald's SPRT alongside: H1 is a failure rate of SPRT_FACTOR x delta.
 SPRT_FACTOR = 2.0
 SPRT_BETA = 1e-3
@@ -52,9 +55,57 @@ def claim_result(failed, log_ratio, delta: float, alpha: float = ALPHA,
     return result
 
 
-def summarise_claims(suite: str, claims: dict[str, str], cell_results: list[tuple[dict, dict]],
-                     alpha: float = ALPHA) -> list[dict]:
-    """One verdict row per claim, pooled over the cells that report it."""
+@dataclasses.dataclass(frozen=True)
+class ClaimVerdict:
+    """One claim judged over a suite's cells: a row of the verdict table.
+
+    Every row has the first eight fields. Probabilistic claims (``P(failure) <=
+    delta``, :func:`summarise_claims`) add the pooled binomial test, its
+    Clopper-Pearson interval, the Bonferroni per-cell tests and the SPRT; exact
+    facts (:func:`summarise_exact`) add the worst relative difference or the
+    worst ratio before an adversarial search. ``checked`` counts trials (seeds)
+    for probabilistic claims and checked pairs for exact ones.
+    """
+
+    suite: str
+    claim: str
+    statement: str
+    verdict: str  # HOLDS, VIOLATED, UNTESTED; planted wrong bounds: CAUGHT, MISSED
+    checked: int
+    violations: int
+    median_of_cell_medians: Optional[float] = None
+    worst_ratio: Optional[float] = None
+    delta: Optional[float] = None
+    rate: Optional[float] = None
+    p_value: Optional[float] = None
+    ci_low: Optional[float] = None
+    ci_high: Optional[float] = None
+    cells_rejected: Optional[int] = None
+    cells: Optional[int] = None
+    sprt_verdict: Optional[str] = None
+    sprt_trials: Optional[int] = None
+    worst_p99: Optional[float] = None
+    worst_relative_difference: Optional[float] = None
+    initial_worst_ratio: Optional[float] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as results.json stores it."""
+        return dataclasses.asdict(self)
+
+
+def _median(values) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else None
+
+
+def _largest(values) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+def summarise_claims(suite: str, claims: dict[str, str], cell_results: Sequence[tuple[dict, dict]],
+                     alpha: float = ALPHA) -> list[ClaimVerdict]:
+    """One verdict row per probabilistic claim, pooled over the cells that report it."""
     rows = []
     for claim, statement in claims.items():
         parts = [r[claim] for _, r in cell_results if claim in r]
@@ -77,21 +128,49 @@ def summarise_claims(suite: str, claims: dict[str, str], cell_results: list[tupl
                                  for p in parts]) if trials else np.zeros(0)
         seq = sprt(stream, delta, SPRT_FACTOR, alpha, SPRT_BETA) if trials else None
         loose = [p["looseness"] for p in parts if p["looseness"]]
-        medians = [x["median"] for x in loose if x["median"] is not None]
-        p99 = [x["p99"] for x in loose if x.get("p99") is not None]
-        worst = [x["worst"] for x in loose if x["worst"] is not None]
-        rows.append({
-            "suite": suite, "claim": claim, "statement": statement,
-            "checked": trials, "violations": failures, "verdict": verdict, "delta": delta,
-            "rate": pooled.empirical_rate if pooled else None,
-            "p_value": pooled.p_value if pooled else None,
-            "ci_low": pooled.ci_low if pooled else None,
-            "ci_high": pooled.ci_high if pooled else None,
-            "cells_rejected": cells_rejected, "cells": len(parts),
-            "sprt_verdict": seq.verdict if seq else None,
-            "sprt_trials": seq.trials_used if seq else None,
-            "median_of_cell_medians": float(np.median(medians)) if medians else None,
-            "worst_p99": max(p99) if p99 else None,
-            "worst_ratio": max(worst) if worst else None,
-        })
+        rows.append(ClaimVerdict(
+            suite=suite, claim=claim, statement=statement, verdict=verdict,
+            checked=trials, violations=failures,
+            median_of_cell_medians=_median(x["median"] for x in loose),
+            worst_ratio=_largest(x["worst"] for x in loose),
+            delta=delta,
+            rate=pooled.empirical_rate if pooled else None,
+            p_value=pooled.p_value if pooled else None,
+            ci_low=pooled.ci_low if pooled else None,
+            ci_high=pooled.ci_high if pooled else None,
+            cells_rejected=cells_rejected, cells=len(parts),
+            sprt_verdict=seq.verdict if seq else None,
+            sprt_trials=seq.trials_used if seq else None,
+            worst_p99=_largest(x.get("p99") for x in loose),
+        ))
+    return rows
+
+
+def summarise_exact(suite: str, claims: dict[str, str], parts_by_claim: dict[str, list[dict]]
+                    ) -> list[ClaimVerdict]:
+    """One verdict row per exact fact (a ratio above 1 + TOLERANCE in any checked
+    pair is a violation): HOLDS when no cell broke it, else VIOLATED; a planted
+    wrong fact (claim id ending in ``-wrong``) is CAUGHT when broken, else MISSED.
+    ``parts_by_claim`` holds each claim's per-cell records (``checked``,
+    ``violations``, ``median_ratio``, ``worst_ratio``, optionally
+    ``worst_relative_difference`` and ``initial.worst_ratio``)."""
+    rows = []
+    for claim, statement in claims.items():
+        parts = parts_by_claim.get(claim, [])
+        if not parts:
+            continue
+        violations = sum(p["violations"] for p in parts)
+        if claim.endswith("-wrong"):
+            verdict = "CAUGHT" if violations > 0 else "MISSED"
+        else:
+            verdict = "HOLDS" if violations == 0 else "VIOLATED"
+        initial = [p["initial"]["worst_ratio"] for p in parts if "initial" in p]
+        rows.append(ClaimVerdict(
+            suite=suite, claim=claim, statement=statement, verdict=verdict,
+            checked=sum(p["checked"] for p in parts), violations=violations,
+            median_of_cell_medians=_median(p.get("median_ratio") for p in parts),
+            worst_ratio=_largest(p.get("worst_ratio") for p in parts),
+            worst_relative_difference=_largest(p.get("worst_relative_difference") for p in parts),
+            initial_worst_ratio=_largest(initial),
+        ))
     return rows

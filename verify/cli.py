@@ -66,7 +66,7 @@ def _parser(name_suites: bool = False) -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:  # its own options: verify/bench.py
+    if argv[:1] == ["bench"]:  # its own options: verify/bench/command.py
         from verify import bench
         return bench.main(argv[1:])
     args = _parser(name_suites="-h" in argv or "--help" in argv).parse_args(argv)

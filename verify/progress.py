@@ -27,3 +27,11 @@ def chunk_done(done: int, total: int) -> None:
     """``done`` of the cell's ``total`` seeds are finished."""
     if _listener is not None and total > 0:
         _listener(min(done / total, 1.0))
+
+
+def chunk_starts(total: int, size: int) -> Iterator[int]:
+    """``range(0, total, size)``, reporting each chunk as done when the next one
+    is asked for (so a loop over it reports a chunk after its body ran)."""
+    for start in range(0, total, size):
+        yield start
+        chunk_done(min(start + size, total), total)

@@ -22,6 +22,7 @@ claims.md come from the primary alone, and its exit status is the run's.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -132,6 +133,27 @@ def _warn(message: str) -> None:
     sys.stderr.write(f"\nwarning: {message}\n")
 
 
+@dataclasses.dataclass(frozen=True)
+class CellRecord:
+    """A finished cell as saved in ``DIR/cells/<suite>/<cell id>.json``: its
+    configuration, its result and the seconds it took."""
+
+    cell: dict
+    result: dict
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {"cell": self.cell, "result": self.result, "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, data) -> "CellRecord":
+        """The record in ``data``; ValueError if it has not the shape of one."""
+        if not (isinstance(data, dict) and isinstance(data.get("cell"), dict)
+                and isinstance(data.get("result"), dict)):
+            raise ValueError("not a cell result")
+        return cls(data["cell"], data["result"], float(data.get("seconds", float("nan"))))
+
+
 def _saved_result(path: str, cell: dict) -> Optional[dict]:
     """The result saved at ``path`` by an earlier run of the same cell, or None. A
     file that cannot be read or has not the shape of a cell result (truncated,
@@ -140,15 +162,11 @@ def _saved_result(path: str, cell: dict) -> Optional[dict]:
         return None
     try:
         with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        _warn(f"cannot read the saved cell {path} ({type(e).__name__}: {e}); computing it again")
+            record = CellRecord.from_json(json.load(f))
+    except (OSError, ValueError, TypeError) as e:
+        _warn(f"cannot use the saved cell {path} ({e}); computing it again")
         return None
-    if not (isinstance(data, dict) and isinstance(data.get("cell"), dict)
-            and isinstance(data.get("result"), dict)):
-        _warn(f"the saved cell {path} is not a cell result; computing it again")
-        return None
-    return data["result"] if data["cell"] == cell else None
+    return record.result if record.cell == cell else None
 
 
 def _saved_results(plan, out_dir: str) -> list[Optional[dict]]:
@@ -168,7 +186,23 @@ def _plan(suite_names, preset: str, seeds: int | None, options: dict):
             plan += [(suite, c) for c in suite.cells(preset, seeds)]
         except SuiteUnavailable as e:
             not_run[s] = str(e)  # printed by the command, written to the report and ledger
+    _check_streams(plan)
     return plan, not_run
+
+
+def _check_streams(plan) -> None:
+    """Refuse a plan in which two cells would draw from the same random stream
+    (their trials would not be independent of each other's)."""
+    seen: dict[int, str] = {}
+    for suite, cell in plan:
+        base = cell.get("seed_base")
+        if base is None:
+            continue
+        name = f"{suite.name}/{suite.cell_id(cell)}"
+        if base in seen:
+            raise ValueError(f"cells {seen[base]} and {name} share seed_base {base}: their trials "
+                             "would not be independent (derive seeds with verify.suite.with_seeds)")
+        seen[base] = name
 
 
 def run(suite_names, preset: str, seeds: int | None, out_dir: str,
@@ -216,16 +250,12 @@ def _run(suite_names, preset: str, seeds: int | None, out_dir: str, progress: bo
         if primary:
             path = os.path.join(out_dir, "cells", suite.name, cid + ".json")
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            _write_json(path, {"cell": cell, "result": result, "seconds": time.time() - t0})
+            _write_json(path, CellRecord(cell, result, time.time() - t0).to_json())
         per_suite[suite.name].append((cell, result))
     bar.close()
     if not primary:
         return None
-    verdicts = [row for s in suite_names for row in SUITES[s].summarise(per_suite[s])]
-    figures = []
-    for s in suite_names:
-        if per_suite[s]:
-            figures += [dict(f, suite=s) for f in SUITES[s].figures(per_suite[s], out_dir)]
+    verdicts = [row.to_dict() for s in suite_names for row in SUITES[s].summarise(per_suite[s])]
     analyses = {s: SUITES[s].analysis(per_suite[s]) for s in suite_names
                 if SUITES[s].analysis is not None and per_suite[s]}
     results = {
@@ -236,12 +266,24 @@ def _run(suite_names, preset: str, seeds: int | None, out_dir: str, progress: bo
         "processes": devices.process_info(),
         "cells": {s: [{"cell": c, "result": r} for c, r in per_suite[s]] for s in suite_names},
         "verdicts": verdicts,
-        "figures": figures,
+        "figures": [],
+        "figures_failed": {},
         "analysis": analyses,
         "cells_reused": reused,
         "not_run": not_run,
         "seconds": time.time() - started,
     }
+    # The numbers are saved before any figure is drawn: a figure that fails costs
+    # the figure (named in a warning and in results.json), never the results.
+    _write_json(os.path.join(out_dir, "results.json"), results)
+    for s in suite_names:
+        if not per_suite[s]:
+            continue
+        try:
+            results["figures"] += [dict(f, suite=s) for f in SUITES[s].figures(per_suite[s], out_dir)]
+        except Exception as e:  # noqa: BLE001 (plotting can fail in many ways; the run must not)
+            results["figures_failed"][s] = f"{type(e).__name__}: {e}"
+            _warn(f"the figures of suite {s} failed ({type(e).__name__}: {e}); the results are saved")
     _write_json(os.path.join(out_dir, "results.json"), results)
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write(markdown_report(results))

@@ -72,6 +72,16 @@ def chunk_size(n: int, d: int) -> int:
     return devices.padded_count(max(1, SEED_CHUNK_ELEMENTS // (n * max(d, 1))), jax.device_count())
 
 
+def distinct_keys(keys: np.ndarray) -> np.ndarray:
+    """``keys`` (one raw PRNG key per row), after checking that no two seeds share
+    a key: trials drawn from one key are one draw repeated, not independent."""
+    rows = np.ascontiguousarray(keys).reshape(keys.shape[0], -1)
+    if np.unique(rows, axis=0).shape[0] != rows.shape[0]:
+        raise RuntimeError(f"{rows.shape[0]} seeds drew from only {np.unique(rows, axis=0).shape[0]} "
+                           "distinct PRNG keys: the trials would not be independent")
+    return keys
+
+
 def sample_row_scores(model, n: int, d: int, mode: str, seeds: int, seed_base: int,
                       scale: float = 1.0, weight_scale: float = 1.0,
                       weights: str = "gaussian",
@@ -96,7 +106,7 @@ def sample_row_scores(model, n: int, d: int, mode: str, seeds: int, seed_base: i
     weights = WEIGHTS[weights](jax.random.fold_in(base, 0), d, scale=weight_scale)
 
     row = functools.partial(_row, model=model, n=n, d=d, mode=mode, scale=float(scale))
-    all_keys = np.asarray(jax.random.split(jax.random.fold_in(base, 1), seeds))
+    all_keys = distinct_keys(np.asarray(jax.random.split(jax.random.fold_in(base, 1), seeds)))
     size = chunk_size(n, d)
 
     def rows_of(keys) -> RowScores:

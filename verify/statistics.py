@@ -45,6 +45,7 @@ __all__ = [
     "looseness_from_logs",
     "loglog_slope",
     "mean_interval",
+    "t_interval",
     "min_trials_to_detect",
     "sprt",
 ]
@@ -510,16 +511,30 @@ def mean_interval(x: np.ndarray, z: float = Z95) -> tuple[float, float, float]:
 
 
 def loglog_slope(lengths: np.ndarray, values: np.ndarray, seed: int = 0) -> dict:
-    """Slope of ``log mean(values[i])`` against ``log lengths[i]`` (values:
-    (lengths, seeds)) with a percentile bootstrap 95% interval."""
+    """Least-squares slope of ``log mean(values[i])`` on ``log lengths[i]`` (values:
+    (lengths, seeds)) with a percentile bootstrap 95% interval that resamples the
+    seeds of each length independently (``scipy.stats.bootstrap``, BOOTSTRAP
+    resamples, generator ``seed``): ``{"slope", "low", "high"}``."""
     x = np.log(np.asarray(lengths, dtype=float))
-    means = np.mean(values, axis=1)
-    slope = float(np.polyfit(x, np.log(means), 1)[0])
-    rng = np.random.default_rng(seed)
-    seeds = values.shape[1]
-    boot = np.empty(BOOTSTRAP)
-    for b in range(BOOTSTRAP):
-        idx = rng.integers(0, seeds, size=values.shape)
-        boot[b] = np.polyfit(x, np.log(np.mean(np.take_along_axis(values, idx, 1), axis=1)), 1)[0]
-    low, high = np.percentile(boot, [2.5, 97.5])
-    return {"slope": slope, "low": float(low), "high": float(high)}
+    centred = x - x.mean()
+
+    def slope(*samples, axis=-1):
+        log_means = np.log(np.stack([np.mean(v, axis=axis) for v in samples], axis=-1))
+        return np.sum(centred * (log_means - log_means.mean(axis=-1, keepdims=True)), axis=-1) \
+            / np.sum(centred**2)
+
+    samples = tuple(np.asarray(values, dtype=float))
+    result = stats.bootstrap(samples, slope, n_resamples=BOOTSTRAP, vectorized=True, paired=False,
+                             method="percentile", rng=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    return {"slope": float(slope(*samples)), "low": float(low), "high": float(high)}
+
+
+def t_interval(x, bonferroni: int = 1) -> tuple[float, float, float]:
+    """Mean over chunks with a Student t 95% interval (Bonferroni over ``bonferroni``)."""
+    x = np.asarray(x, dtype=float)
+    mean = float(np.mean(x))
+    if x.size < 2:
+        return mean, float("nan"), float("nan")
+    half = stats.t.isf(0.025 / bonferroni, x.size - 1) * float(np.std(x, ddof=1)) / math.sqrt(x.size)
+    return mean, mean - half, mean + half

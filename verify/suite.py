@@ -30,6 +30,8 @@ import json
 import pkgutil
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from verify.claims import ClaimVerdict
+
 Cell = dict[str, Any]  # JSON-ready: a cell must equal its JSON round trip for a run to resume
 CellResults = list[tuple[Cell, dict[str, Any]]]
 
@@ -67,7 +69,8 @@ class Suite:
       cell_id: a cell's file-safe name (its saved result is
         ``DIR/cells/<name>/<cell_id>.json``).
       run_cell: ``cell -> result`` (JSON-ready).
-      summarise: ``[(cell, result)] -> verdict rows`` (``verify.claims``).
+      summarise: ``[(cell, result)] -> [ClaimVerdict]`` (``verify.claims``: one
+        row per claim of ``claims``).
 
     Optional (empty by default):
       seeded: whether its cells draw random numbers: every cell then carries
@@ -91,7 +94,7 @@ class Suite:
     cells: Callable[[str, Optional[int]], list[Cell]]
     cell_id: Callable[[Cell], str]
     run_cell: Callable[[Cell], dict[str, Any]]
-    summarise: Callable[[CellResults], list[dict]]
+    summarise: Callable[[CellResults], list[ClaimVerdict]]
     seeded: bool = True
     order: float = 100.0
     analysis: Optional[Callable[[CellResults], dict]] = None

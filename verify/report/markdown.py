@@ -79,6 +79,8 @@ def markdown_report(results: dict) -> str:
     )
     figures = "\n\n".join(f"![{f['caption']}]({f['path']})\n\n*{f['caption']}*"
                             for f in results.get("figures", [])) or "(none)"
+    figures += "".join(f"\n\nFigures of suite `{s}` FAILED: {why}"
+                       for s, why in results.get("figures_failed", {}).items())
     sections = "\n".join(f"## Suite `{s}`: analysis\n\n{suites()[s].report_sections(a)}"
                          for s, a in results.get("analysis", {}).items())
     sections += "".join(f"\n## Suite `{s}`: NOT RUN\n\n{why}\n"

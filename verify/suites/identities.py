@@ -34,6 +34,7 @@ from scipy.spatial.distance import cdist
 
 import sparsity_theory as st
 from sparsity_theory import error_bounds
+from verify.claims import TOLERANCE, ClaimVerdict, summarise_exact
 from verify.sampling import STANDARD_MODELS
 from verify.suite import Suite, register, with_seeds
 
@@ -65,7 +66,6 @@ PRESETS = {
 
 MODELS = dict(STANDARD_MODELS)
 
-TOLERANCE = 1e-9  # relative slack for rounding in an exact inequality
 
 
 def cells(preset: str, seeds: int | None = None) -> list[dict]:
@@ -272,28 +272,10 @@ def _dense_agreement(q, k, v, scale, windows, log_tau, log_output_error) -> dict
             "worst_ratio": None, "worst_relative_difference": worst}
 
 
-def summarise(cell_results: list[tuple[dict, dict]]) -> list[dict]:
+def summarise(cell_results: list[tuple[dict, dict]]) -> list[ClaimVerdict]:
     """One verdict per claim over all cells: HOLDS when no cell broke it."""
-    rows = []
-    for claim, statement in CLAIMS.items():
-        parts = [r[claim] for _, r in cell_results if claim in r]
-        if not parts:
-            continue
-        worst = [p["worst_ratio"] for p in parts if p.get("worst_ratio") is not None]
-        medians = [p["median_ratio"] for p in parts if p.get("median_ratio") is not None]
-        violations = sum(p["violations"] for p in parts)
-        rows.append({
-            "suite": NAME, "claim": claim, "statement": statement,
-            "checked": sum(p["checked"] for p in parts), "violations": violations,
-            "verdict": "HOLDS" if violations == 0 else "VIOLATED",
-            "median_of_cell_medians": float(np.median(medians)) if medians else None,
-            "worst_ratio": max(worst) if worst else None,
-            "worst_relative_difference": max(
-                (p["worst_relative_difference"] for p in parts if "worst_relative_difference" in p),
-                default=None,
-            ),
-        })
-    return rows
+    return summarise_exact(NAME, CLAIMS, {claim: [r[claim] for _, r in cell_results if claim in r]
+                                          for claim in CLAIMS})
 
 
 SUITE = register(Suite(

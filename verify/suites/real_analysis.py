@@ -28,13 +28,12 @@ Verdict rules, fixed before the data (each with its reason):
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 
 import numpy as np
-from scipy import stats
 
-from verify.report.figures import pyplot, save_figure
+from verify.report.figures import pyplot, readable_log_ticks, save_figure, styled, ticker
+from verify.statistics import t_interval
 
 BOOTSTRAP = 400
 MIN_KEYS = 16  # rows with fewer keys: sigma_i from < 16 scores, and k_eps <= n forces slope ~1
@@ -66,16 +65,6 @@ def bootstrap_slopes(n_mean, k, min_keys: int = MIN_KEYS, seed: int = 0):
                      for _ in range(BOOTSTRAP)])
     low, high = np.percentile(boot, [2.5, 97.5], axis=0)
     return loglog_slopes(n_mean, k, min_keys), low, high
-
-
-def t_interval(x, bonferroni: int = 1) -> tuple[float, float, float]:
-    """Mean over chunks with a Student t 95% interval (Bonferroni over ``bonferroni``)."""
-    x = np.asarray(x, dtype=float)
-    mean = float(np.mean(x))
-    if x.size < 2:
-        return mean, float("nan"), float("nan")
-    half = stats.t.isf(0.025 / bonferroni, x.size - 1) * float(np.std(x, ddof=1)) / math.sqrt(x.size)
-    return mean, mean - half, mean + half
 
 
 def _head(layer: int, head: int) -> str:
@@ -329,6 +318,7 @@ def report(a: dict) -> str:
 # --- figures ----------------------------------------------------------------------
 
 
+@styled
 def figures(a: dict, out_dir: str) -> list[dict]:
 
     plt = pyplot()
@@ -338,14 +328,16 @@ def figures(a: dict, out_dir: str) -> list[dict]:
         c = np.asarray(e["C"])
         fig, ax = plt.subplots(figsize=(0.5 * c.shape[1] + 2.5, 0.22 * c.shape[0] + 1.6))
         im = ax.imshow(c, aspect="auto", cmap="viridis", vmin=0, vmax=max(1.0, float(c.max())))
+        ax.grid(False)
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
         ax.set_xticks(range(c.shape[1]))
         cb = fig.colorbar(im, ax=ax)
         cb.set_label(f"fitted exponent C of k_eps ~ n^C (eps = {e['eps']:g})")
         for l, h in zip(*np.nonzero(np.asarray(e["high"]) >= 1)):
-            ax.text(h, l, "x", ha="center", va="center", color="red", fontsize=7)
-        ax.set_title(f"C per head, context {a['profile_n']} (red x: interval reaches 1)", fontsize=9)
+            ax.text(h, l, "x", ha="center", va="center", color="red", fontsize=8, fontweight="bold")
+        ax.set_title(f"fitted exponent C per head, context {a['profile_n']} tokens\n"
+                     "(red x: its bootstrap interval reaches 1)")
         out.append(save_figure(fig, out_dir, "real_exponent_heatmap.png",
                          f"Fitted exponent C of the certified window k_eps ~ n^C per layer and head "
                          f"(eps = {e['eps']:g}; {a['profile_chunks']} chunks of {a['profile_n']} tokens; red x: "
@@ -356,7 +348,7 @@ def figures(a: dict, out_dir: str) -> list[dict]:
         heads = a["exponents"][0]
         picks = [("lowest C", heads["lowest"][0]), ("typical", heads["typical"]),
                  ("highest C", heads["highest"][-1])]
-        fig, ax = plt.subplots(figsize=(5.6, 4.0))
+        fig, ax = plt.subplots(figsize=(6.0, 4.6))
         for label, name in picks:
             l, h = (int(x) for x in name[1:].split("H"))
             line, = ax.plot(n_mean, k[l, h], "o-", ms=3, label=f"{name} ({label}), measured")
@@ -364,9 +356,9 @@ def figures(a: dict, out_dir: str) -> list[dict]:
         ax.plot(n_mean, n_mean, "k--", lw=0.8, label="k = n")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
-        ax.set_xlabel("visible keys n (query position + 1)")
-        ax.set_ylabel(f"mean certified window k_eps (eps = {heads['eps']:g})")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.set_xlabel("visible keys n = query position + 1 (log scale)")
+        ax.set_ylabel(f"mean certified window k_eps (eps = {heads['eps']:g}, log scale)")
+        ax.legend(loc="upper left")  # above the diagonal k = n: no data can be there
         out.append(save_figure(fig, out_dir, "real_window_growth.png",
                          "Certified window k_eps against the number of visible keys for the heads with the "
                          "lowest, median and highest fitted C (dotted: the sharp Gaussian law at each row's "
@@ -376,7 +368,7 @@ def figures(a: dict, out_dir: str) -> list[dict]:
     dense = next(r for r in rows if r["kind"] == "dense")
     kinds = sorted({r["kind"] for r in rows if r["kind"] != "dense"}, key=_kind_rank)
     k0s = sorted({r["k0"] for r in rows if r["k0"] is not None})
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8))
     for i, kind in enumerate(kinds):
         pts = sorted((r["k0"], r) for r in rows if r["kind"] == kind)
         x = np.array([p[0] for p in pts], dtype=float)
@@ -387,20 +379,21 @@ def figures(a: dict, out_dir: str) -> list[dict]:
         mean = np.array([p[1]["vs_dense"][0] for p in pts])
         err = np.array([[m - p[1]["vs_dense"][1], p[1]["vs_dense"][2] - m] for m, p in zip(mean, pts)]).T
         right.errorbar(shift, mean, yerr=err, fmt="o-", ms=4, capsize=3, color=line.get_color(), label=kind)
-    left.axhline(dense["ppl"], color="k", ls="--", lw=0.8, label="dense")
+    left.axhline(dense["ppl"], color="k", ls="--", lw=0.8, label="dense attention")
     left.set_ylabel(f"perplexity at n = {n_max}")
+    left.set_title("perplexity, every strategy")
     right.axhline(0, color="k", ls="--", lw=0.8)
-    right.set_ylabel("loss above dense (nats / token)")
+    right.set_ylabel("next-token loss above dense\n(nats / token; mean, 95% interval)")
+    right.set_title("loss above dense, top-k strategies only")
     for ax in (left, right):
         ax.set_xscale("log", base=2)
         ax.set_xticks(k0s)
-        ax.xaxis.set_major_formatter(_ticker().ScalarFormatter())
-        ax.xaxis.set_minor_formatter(_ticker().NullFormatter())
-        ax.set_xlabel("budget k0 (cost of the constant window k0)")
-        ax.legend(fontsize=7)
-    right.set_title("top-k strategies (sink+recent: left panel only)", fontsize=9)
+        ax.xaxis.set_major_formatter(ticker().ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ticker().NullFormatter())
+        ax.set_xlabel("budget k0 = cost of the constant window (log scale)")
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels))
     out.append(_layer_error_figure(a, rows, k0s[0], n_max, out_dir))
-    fig.tight_layout(w_pad=3)
     out.append(save_figure(fig, out_dir, "real_perplexity_budget.png",
                      f"{a['model']} with sparse attention in every layer at n = {n_max}: perplexity (left) and "
                      f"next-token loss above dense (right, mean and 95% interval over {a['chunks']} chunks) "
@@ -408,30 +401,27 @@ def figures(a: dict, out_dir: str) -> list[dict]:
     return out
 
 
+@styled
 def _layer_error_figure(a: dict, rows: list, k0: int, n: int, out_dir: str) -> dict:
     """One-layer errors of each strategy per layer (dense activations)."""
 
-    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.0))
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.6))
     for r in sorted((r for r in rows if r["k0"] == k0), key=lambda r: _kind_rank(r["kind"])):
         for ax, key in zip(axes, ("rms_l2", "output_error")):
             ax.plot(range(len(r[key])), r[key], "o-", ms=3, label=r["kind"])
-    for ax, label in zip(axes, ("attention-matrix RMS row error ||s_i - s^_i||_2",
-                                "relative output error ||O - O^||_F / ||O||_F")):
+    for ax, label, title in zip(axes, ("RMS row error ||s_i - s^_i||_2\n(log scale)",
+                                       "relative output error ||O - O^||_F / ||O||_F\n(log scale)"),
+                                ("attention matrix", "attention output")):
         ax.set_yscale("log")
+        readable_log_ticks(ax.yaxis)
         ax.set_xlabel("layer")
         ax.set_ylabel(label)
+        ax.set_title(f"{title}, k0 = {k0}, n = {n}")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.tight_layout(w_pad=3, rect=(0, 0, 1, 0.93))  # room for the legend above the panels
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels))
     return save_figure(fig, out_dir, "real_layer_errors.png",
                  f"One-layer errors of each strategy per layer (k0 = {k0}, n = {n}): sparse against dense "
                  f"attention on the dense model's own queries, keys and values, mean over {a['chunks']} chunks")
-
-
-def _ticker():
-    import matplotlib.ticker
-
-    return matplotlib.ticker
 
 
 # --- ledger -----------------------------------------------------------------------

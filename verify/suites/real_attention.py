@@ -54,6 +54,7 @@ from sparsity_theory.llm.gguf_file import ModelFileError, load_gguf
 from sparsity_theory.llm.row_statistics import causal_row_statistics, causal_sparse_errors
 from sparsity_theory.llm.tokenizer import build_tokenizer
 from verify.suites import real_analysis
+from verify.claims import ClaimVerdict
 from verify.suite import Suite, SuiteUnavailable, register
 
 NAME = "real_attention"
@@ -368,7 +369,7 @@ def run_cell(cell: dict) -> dict[str, Any]:
     return result
 
 
-def summarise(cell_results) -> list[dict]:
+def summarise(cell_results) -> list[ClaimVerdict]:
     return []  # judged in verify.suites.real_analysis and the ledger
 
 

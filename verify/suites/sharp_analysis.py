@@ -25,7 +25,7 @@ from collections import defaultdict
 import numpy as np
 
 from sparsity_theory import bounds, gaussian_laws as laws
-from verify.report.figures import pyplot, save_figure
+from verify.report.figures import pyplot, save_figure, styled
 from verify.report.ledger import not_run_entry, regime_verdict
 from verify.statistics import loglog_slope
 
@@ -310,81 +310,116 @@ def report(a: dict) -> str:
 # --- figures -------------------------------------------------------------------------
 
 
+@styled
 def figures(cell_results, out_dir: str) -> list[dict]:
 
     plt = pyplot()
+    line2d = plt.Line2D
     a = analyse(cell_results)
     out = []
     if "window_laws" in a:
-        fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4))
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.8))
         for w in a["window_laws"]:
             n = [r["n"] for r in w["rows"]]
             line = ax.errorbar(n, [r["mean"] for r in w["rows"]], yerr=[2 * r["se"] for r in w["rows"]],
-                               fmt="o", ms=4, label=f"sigma={w['sigma']:g}, eps={w['eps']:g}")
+                               fmt="o", ms=4, label=f"sigma = {w['sigma']:g}, eps = {w['eps']:g}")
             ax.axhline(w["law"], color=line[0].get_color(), lw=1, ls="--")
             bx.plot(n, [max(abs(r["rel"]), 1e-7) for r in w["rows"]], "o-", ms=4,
                     color=line[0].get_color())
             bx.plot(n, [2 * r["rel_se"] for r in w["rows"]], ":", color=line[0].get_color())
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("n")
-        ax.set_ylabel("k_eps / n (mean ± 2 SE); dashed: law")
-        ax.legend(fontsize=7)
+        ax.set_xlabel("context length n (log scale)")
+        ax.set_ylabel("certified window k_eps / n\n(mean ± 2 SE; dashed: sharp law)")
+        ax.set_title("measured window and sharp law")
         bx.set_xscale("log", base=2)
         bx.set_yscale("log")
-        bx.set_xlabel("n")
-        bx.set_ylabel("|mean / law − 1| (dotted: 2 SE)")
-        fig.suptitle("Certified window against Phibar(sigma + Phi^-1(eps))")
+        bx.set_xlabel("context length n (log scale)")
+        bx.set_ylabel("relative error |mean / law − 1|\n(log scale)")
+        bx.set_title("relative error (solid) and 2 SE (dotted)")
+        handles, labels = ax.get_legend_handles_labels()
+        handles += [line2d([], [], color="0.3", ls="--", lw=1, label="sharp law (left)"),
+                    line2d([], [], color="0.3", marker="o", ms=4, label="|mean / law − 1| (right)"),
+                    line2d([], [], color="0.3", ls=":", label="2 SE of it (right)")]
+        fig.legend(handles=handles, loc="outside lower center", ncol=(len(handles) + 1) // 2)
+        fig.suptitle("Certified window against the sharp law Phibar(sigma + Phi^-1(eps))")
         out.append(save_figure(fig, out_dir, "sharp_window_law.png",
                          "Sharp window law: measured k_eps/n against Phibar(sigma + Phi^{-1}(eps)) "
                          "(left) and the relative error shrinking with n (right)"))
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
-        for ax, key, title in ((axes[0], "t43", "Theorem 4.3 (k = n/2)"),
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+        sigmas = sorted({r["sigma"] for r in a["bounds"]["rows"]})
+        for ax, key, title in ((axes[0], "t43", "Theorem 4.3 (k = n/2 small entries)"),
                                (axes[1], "t51", "Theorem 5.1 (largest entry)")):
-            for sigma in sorted({r["sigma"] for r in a["bounds"]["rows"]}):
+            for sigma in sigmas:
                 rows = [r for r in a["bounds"]["rows"] if r["sigma"] == sigma]
                 n = [r["n"] for r in rows]
-                line = ax.plot(n, [r[f"{key}_bound_over_measured"] for r in rows], "o-", ms=4,
-                               label=f"bound, sigma={sigma:g}")
+                line = ax.plot(n, [r[f"{key}_bound_over_measured"] for r in rows], "o-", ms=4)
                 ax.plot(n, [r[f"{key}_gaussian_over_measured"] for r in rows], "s--", ms=3,
-                        color=line[0].get_color(), label=f"Gaussian form, sigma={sigma:g}")
+                        color=line[0].get_color())
             ax.axhline(1, color="k", lw=0.8)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
-            ax.set_xlabel("n")
-            ax.set_ylabel("bound / measured 95% quantile")
+            ax.set_xlabel("context length n (log scale)")
             ax.set_title(title)
-            ax.legend(fontsize=7)
+        axes[0].set_ylabel("bound / measured 95% quantile\n(log scale; 1 = exact)")
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        handles = [line2d([], [], color=colours[i % len(colours)], lw=4, label=f"sigma = {sigma:g}")
+                   for i, sigma in enumerate(sigmas)]
+        handles += [line2d([], [], color="0.3", marker="o", ms=4, label="the paper's bound"),
+                    line2d([], [], color="0.3", marker="s", ms=3, ls="--",
+                           label="its sharp Gaussian form")]
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
+        fig.suptitle("What the bounds leave on the table: bound over the measured 95% quantile")
         out.append(save_figure(fig, out_dir, "bounds_vs_sharp_laws.png",
                          "What the bounds leave on the table: Theorem 4.3 and 5.1 bounds and their "
-                         "sharp Gaussian forms over the measured 95% quantile"))
+                         "sharp Gaussian forms over the measured 95% quantile (1 = exact)"))
     if "phase" in a:
-        fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4))
+        fig = plt.figure(figsize=(11, 5.2))
+        left, right = fig.subfigures(1, 2, wspace=0.02)
+        ax, bx = left.subplots(), right.subplots()
         cs = np.linspace(0.01, 2.2, 200)
         ax.plot(cs, np.asarray(laws.rem_window_exponent(cs)), "k-", lw=1, label="limit max(0, 1 − c²/2)")
         ax.axvline(laws.REM_COLLAPSE_C, color="k", ls=":", lw=1, label="collapse c = √2")
-        for eps, marker in zip(sorted({p["eps"] for p in a["phase"]}, reverse=True), "os"):
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        eps_values = sorted({p["eps"] for p in a["phase"]}, reverse=True)
+        for i, (eps, marker) in enumerate(zip(eps_values, "os")):
+            colour = colours[i % len(colours)]
             rows = [p for p in a["phase"] if p["eps"] == eps]
             c = np.array([p["c"] for p in rows])
             f = [p["fitted"] for p in rows]
             ax.errorbar(c, [x["slope"] for x in f],
                         yerr=[[x["slope"] - x["low"] for x in f], [x["high"] - x["slope"] for x in f]],
-                        fmt=marker, ms=5, capsize=3, label=f"fitted C, eps={eps:g}")
-            ax.plot(c, [p["law_slope"] for p in rows], marker, mfc="none", ms=8,
-                    label=f"finite-n law slope, eps={eps:g}")
-            ax.plot(c, [p["local_slopes"][-1] for p in rows], "x", ms=6,
-                    label=f"local slope, top of grid, eps={eps:g}")
-        ax.set_xlabel("c  (sigma = c sqrt(ln n))")
+                        fmt=marker, ms=5, capsize=3, color=colour, label=f"fitted C (eps = {eps:g})")
+            ax.plot(c, [p["law_slope"] for p in rows], marker, mfc="none", ms=9, color=colour,
+                    label=f"finite-n law slope (eps = {eps:g})")
+            ax.plot(c, [p["local_slopes"][-1] for p in rows], "x", ms=6, color=colour,
+                    label=f"local slope, largest n (eps = {eps:g})")
+        ax.set_xlabel("c, where sigma = c sqrt(ln n)")
         ax.set_ylabel("exponent C of k_eps ~ n^C")
-        ax.legend(fontsize=7)
+        ax.set_title("fitted exponent against c")
+        # Legends fill column by column: one column per eps (its three estimates, then
+        # one of the two reference lines).
+        by_label = dict(zip(*reversed(ax.get_legend_handles_labels())))
+        references = [x for x in by_label if "eps =" not in x]
+        order = []
+        for j, eps in enumerate(eps_values):
+            order += [f"{kind} (eps = {eps:g})"
+                      for kind in ("fitted C", "finite-n law slope", "local slope, largest n")]
+            order += references[j::len(eps_values)] if j < len(references) else []
+        order = [x for x in order if x in by_label] + [x for x in by_label if x not in order]
+        left.legend([by_label[x] for x in order], order, loc="outside lower center",
+                    ncol=len(eps_values))
         eps0 = max(p["eps"] for p in a["phase"])
         for p in (p for p in a["phase"] if p["eps"] == eps0):
-            line = bx.plot(p["lengths"], p["mean_k"], "o", ms=4, label=f"c={p['c']:.3g}")
+            line = bx.plot(p["lengths"], p["mean_k"], "o", ms=4, label=f"c = {p['c']:.3g}")
             bx.plot(p["lengths"], p["law_k"], "-", lw=1, color=line[0].get_color())
         bx.set_xscale("log", base=2)
         bx.set_yscale("log")
-        bx.set_xlabel("n")
-        bx.set_ylabel(f"mean k_eps (eps={eps0:g}); lines: finite-n law")
-        bx.legend(fontsize=7)
+        bx.set_xlabel("context length n (log scale)")
+        bx.set_ylabel(f"mean certified window k_eps (eps = {eps0:g}, log scale)")
+        bx.set_title("windows against n (points) and finite-n law (lines)")
+        handles, labels = bx.get_legend_handles_labels()
+        handles.append(line2d([], [], color="0.3", lw=1, label="finite-n law"))
+        right.legend(handles=handles, loc="outside lower center", ncol=4)
         fig.suptitle("Attention phase diagram (Random Energy Model scaling)")
         out.append(save_figure(fig, out_dir, "phase_diagram.png",
                          "Phase diagram: fitted exponent C of k_eps ~ n^C against c, with the limit "

@@ -37,6 +37,8 @@ import numpy as np
 
 import sparsity_theory as st
 from sparsity_theory import gaussian_laws as laws
+from verify import progress
+from verify.claims import ClaimVerdict
 from verify.suite import Suite, register, with_seeds
 from verify.suites import sharp_analysis
 
@@ -118,7 +120,9 @@ def sample_statistics(cell: dict) -> dict[str, np.ndarray]:
                 effective_eps=jnp.asarray(cell.get("effective_eps", [0.5]), jnp.float64),
                 n=n, median_rank=n // 2, tail_window=max(1, round(cell.get("tail_fraction", 0.1) * n)),
                 fixed=fixed)
-    parts = [_chunk_statistics(keys[i:i + size], **args) for i in range(0, keys.shape[0], size)]
+    # Fetched chunk by chunk (np.asarray waits for it): progress is reported per chunk.
+    parts = [jax.tree.map(np.asarray, _chunk_statistics(keys[i:i + size], **args))
+             for i in progress.chunk_starts(keys.shape[0], size)]
     return {name: np.concatenate([np.asarray(p[name]) for p in parts])[:seeds] for name in parts[0]}
 
 
@@ -186,7 +190,7 @@ def run_cell(cell: dict) -> dict[str, Any]:
             "law": [float(laws.window_size_law(cell["n"], cell["sigma"], e)) for e in cell["window_eps"]]}
 
 
-def summarise(cell_results) -> list[dict]:
+def summarise(cell_results) -> list[ClaimVerdict]:
     return []  # laws, not bounds at a probability: judged in the analysis and the ledger
 
 

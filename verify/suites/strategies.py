@@ -53,6 +53,8 @@ import numpy as np
 import sparsity_theory as st
 from sparsity_theory import windows as window_plans
 from sparsity_theory.errors import log_norm
+from verify import progress
+from verify.claims import ClaimVerdict
 from verify.suite import Suite, register, with_seeds
 from verify.suites import strategy_analysis
 from verify.suites.strategy_analysis import METRICS, ORACLE
@@ -182,10 +184,11 @@ def run_cell(cell: dict) -> dict[str, Any]:
     scale = cell["score_scale"] / math.sqrt(d)
     rows = evenly_spaced_rows(n, cell["rows"])
     chunk = max(1, 2**21 // (len(rows) * n))
-    parts = [_chunk_metrics(keys[i:i + chunk], weights, jnp.asarray(masks), scale,
-                            math.log(cell["oracle_eps"]), n=n, d=d, mode=mode, rows=rows,
-                            windows=windows)
-             for i in range(0, cell["seeds"], chunk)]
+    # Fetched chunk by chunk (np.asarray waits for it): progress is reported per chunk.
+    parts = [jax.tree.map(np.asarray, _chunk_metrics(
+                 keys[i:i + chunk], weights, jnp.asarray(masks), scale, math.log(cell["oracle_eps"]),
+                 n=n, d=d, mode=mode, rows=rows, windows=windows))
+             for i in progress.chunk_starts(cell["seeds"], chunk)]
     log_metrics = np.concatenate([np.asarray(p[0]) for p in parts])  # (seeds, W + P + 1, 4)
     oracle_window = np.concatenate([np.asarray(p[1]) for p in parts])
     column = {w: j for j, w in enumerate(windows)}
@@ -200,7 +203,7 @@ def run_cell(cell: dict) -> dict[str, Any]:
     return result
 
 
-def summarise(cell_results: list[tuple[dict, dict]]) -> list[dict]:
+def summarise(cell_results: list[tuple[dict, dict]]) -> list[ClaimVerdict]:
     return []  # judged in the ledger and the report's tables (verify.suites.strategy_analysis)
 
 

@@ -27,7 +27,7 @@ from collections import defaultdict
 import numpy as np
 from scipy import stats
 
-from verify.report.figures import pyplot, save_figure
+from verify.report.figures import pyplot, readable_log_ticks, save_figure, styled
 from verify.report.ledger import not_run_entry, slope_text
 from verify.statistics import Z95, loglog_slope, mean_interval
 
@@ -205,6 +205,16 @@ def report(analysis: dict) -> str:
 """
 
 
+# Each metric's axis label and panel title in Figure 2.
+_FIGURE2_AXES = {
+    "rms": ("RMS row error\n||s_i - s^_i||_2", "attention matrix, RMS over rows"),
+    "frobenius": ("Frobenius error\n||S - S^||_F", "attention matrix, Frobenius norm"),
+    "output": ("relative output error\n||O - O^||_F / ||O||_F", "output, V = Y W_V"),
+    "output-independent": ("relative output error\n||O - O^||_F / ||O||_F", "output, V independent of keys"),
+}
+
+
+@styled
 def figure2(cell_results, out_dir: str) -> list[dict]:
     """Paper Figure 2: error against n per strategy (the first k0 of the preset and
     the oracle, dashed), mean and 95% band over seeds; one PNG per mode, rows =
@@ -212,17 +222,21 @@ def figure2(cell_results, out_dir: str) -> list[dict]:
 
     plt = pyplot()
     data = collect(cell_results)
+    # The cells' order of the strategies (oracle last): the same colours whether the
+    # results come fresh or from JSON files (whose keys may be sorted).
+    rank = {s["name"]: i for cell, _ in cell_results for i, s in enumerate(cell["strategies"])}
     out = []
     for mode in sorted({m for m, _ in data}):
         sigmas = sorted(s for m, s in data if m == mode)
-        fig, axes = plt.subplots(len(sigmas), len(METRICS), figsize=(4.2 * len(METRICS), 3.4 * len(sigmas)),
-                                 squeeze=False)
+        fig = plt.figure(figsize=(3.4 * len(METRICS), 3.2 * len(sigmas) + 0.9))
+        rows = fig.subfigures(len(sigmas), 1, squeeze=False)[:, 0]
         for i, sigma in enumerate(sigmas):
             d = data[(mode, sigma)]
             k0s = sorted({e["k0"] for e in d["strategies"].values() if e["k0"] is not None})
-            for j, metric in enumerate(METRICS):
-                ax = axes[i][j]
-                for name, e in d["strategies"].items():
+            rows[i].suptitle(f"score scale sigma = {sigma:g}", fontsize=plt.rcParams["axes.titlesize"])
+            axes = rows[i].subplots(1, len(METRICS), squeeze=False)[0]
+            for ax, metric in zip(axes, METRICS):
+                for name, e in sorted(d["strategies"].items(), key=lambda kv: rank.get(kv[0], len(rank))):
                     if e["k0"] not in (k0s[0], None):
                         continue
                     vals = e[metric]
@@ -233,10 +247,14 @@ def figure2(cell_results, out_dir: str) -> list[dict]:
                     ax.fill_between(d["lengths"], mean - half, mean + half, color=line.get_color(), alpha=0.2)
                 ax.set_xscale("log", base=2)
                 ax.set_yscale("log")
-                ax.set_title(f"{metric}, sigma = {sigma:g}", fontsize=9)
-                ax.set_xlabel("n")
-                if i == 0 and j == 0:
-                    ax.legend(fontsize=7)
+                readable_log_ticks(ax.yaxis)
+                quantity, title = _FIGURE2_AXES.get(metric, (metric, metric))
+                ax.set_title(title)
+                ax.set_xlabel("context length n (log scale)")
+                ax.set_ylabel(f"{quantity} (log scale)")
+            if i == 0:
+                handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels))
         fig.suptitle(f"Figure 2 ({mode} attention): sparse-attention error against n at aligned cost")
         caption = (f"Figure 2, {mode} attention: error of each window strategy against n "
                    f"(k0 = {k0s[0]}; compute-aligned; oracle = certified window at eps, dashed, not "

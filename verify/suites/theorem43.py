@@ -33,8 +33,8 @@ import numpy as np
 
 import sparsity_theory as st
 from sparsity_theory import bounds
-from verify.claims import ALPHA, claim_result, summarise_claims
-from verify.report.figures import pyplot, save_figure
+from verify.claims import ALPHA, ClaimVerdict, claim_result, summarise_claims
+from verify.report.figures import pyplot, save_figure, styled
 from verify.sampling import STANDARD_MODELS, sample_row_scores
 from verify.report.ledger import bound_entry
 from verify.suite import Suite, register, with_seeds
@@ -168,7 +168,7 @@ def run_cell(cell: dict) -> dict[str, Any]:
     return result
 
 
-def summarise(cell_results: list[tuple[dict, dict]]) -> list[dict]:
+def summarise(cell_results: list[tuple[dict, dict]]) -> list[ClaimVerdict]:
     return summarise_claims(NAME, CLAIMS, cell_results, ALPHA)
 
 
@@ -176,6 +176,7 @@ def figures(cell_results: list[tuple[dict, dict]], out_dir: str) -> list[dict]:
     return [theorem43_figure(cell_results, out_dir)]
 
 
+@styled
 def theorem43_figure(cell_results, out_dir: str, model: str = "gaussian") -> dict:
     """n * (k-th smallest softmax entry) against k/n, with n * eps_k of Theorem 4.3
     in its binomial and Hoeffding forms, at the largest n of the run."""
@@ -183,23 +184,23 @@ def theorem43_figure(cell_results, out_dir: str, model: str = "gaussian") -> dic
     chosen = [(c, r["profile"]) for c, r in cell_results if c["model"] == model]
     n_max = max(c["n"] for c, _ in chosen)
     modes = sorted({c["mode"] for c, _ in chosen})
-    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 4.4), squeeze=False)
     for ax, mode in zip(axes[0], modes):
         cell, prof = next((c, p) for c, p in chosen if c["n"] == n_max and c["mode"] == mode)
         x = np.array(prof["k"]) / prof["num_keys"]
         ent = {q: np.exp(prof["log_n_entry"][q]) for q in ("q10", "median", "q90")}
-        line, = ax.plot(x, ent["median"], "o-", label="n x k-th smallest entry (median)")
+        line, = ax.plot(x, ent["median"], "o-", label="n x k-th smallest entry (median over seeds)")
         ax.fill_between(x, ent["q10"], ent["q90"], color=line.get_color(), alpha=0.2,
-                        label="10-90% over seeds")
+                        label="n x k-th smallest entry, 10-90% over seeds")
         for method, style in (("binomial", "s--"), ("hoeffding", "^:")):
             ax.plot(x, np.exp(prof["log_n_eps"][method]["median"]), style,
-                    label=f"n x eps_k, {method} (median)")
+                    label=f"n x eps_k, {method} form (median over seeds)")
         ax.set_yscale("log")
         ax.set_xlabel("k / n (k = number of small entries)")
-        ax.set_ylabel("n x softmax entry")
-        ax.set_title(f"{mode}, {model} input, n = {n_max}, {cell['seeds']} seeds")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.set_ylabel("n x softmax entry (log scale)")
+        ax.set_title(f"{mode} attention, {model} input, n = {n_max}, {cell['seeds']} seeds")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2)
     return save_figure(fig, out_dir, "theorem43_eps_k.png",
                  "Theorem 4.3: the k-th smallest softmax entry against eps_k (both scaled by n), "
                  "delta_count = delta_normaliser = 0.025; Hoeffding's eps_k is missing where it "

@@ -33,8 +33,8 @@ import numpy as np
 
 import sparsity_theory as st
 from sparsity_theory import bounds
-from verify.claims import ALPHA, claim_result, summarise_claims
-from verify.report.figures import pyplot, save_figure
+from verify.claims import ALPHA, ClaimVerdict, claim_result, summarise_claims
+from verify.report.figures import pyplot, save_figure, styled
 from verify.sampling import sample_row_scores
 from verify.report.ledger import bound_entry, not_run_entry
 from verify.suite import Suite, register, with_seeds
@@ -134,7 +134,7 @@ def collapse_lengths(sigma: float, eps=EPS) -> list:
     return [bounds.collapse_length(e, sigma, DELTA_SCORES, DELTA_NORMALISER) for e in eps]
 
 
-def summarise(cell_results: list[tuple[dict, dict]]) -> list[dict]:
+def summarise(cell_results: list[tuple[dict, dict]]) -> list[ClaimVerdict]:
     return summarise_claims(NAME, CLAIMS, cell_results, ALPHA)
 
 
@@ -142,13 +142,16 @@ def figures(cell_results: list[tuple[dict, dict]], out_dir: str) -> list[dict]:
     return [figure1(cell_results, out_dir)]
 
 
+@styled
 def figure1(cell_results, out_dir: str, model: str = "gaussian") -> dict:
     """Paper Figure 1: effective entries E(eps) against n, one line per eps, mean
     and 10-90% band over seeds, n0(eps, sigma) dashed at the median sigma."""
     plt = pyplot()
     modes = sorted({c["mode"] for c, _ in cell_results if c["model"] == model})
-    fig, axes = plt.subplots(1, max(len(modes), 1), figsize=(6 * max(len(modes), 1), 4.2),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, max(len(modes), 1), figsize=(5 * max(len(modes), 1), 4.6),
+                             squeeze=False, sharey=True)
+    collapse = {}  # eps -> [(mode, n0)], for the shared legend
+    colours = {}
     for ax, mode in zip(axes[0], modes):
         pairs = sorted(((c, r["profile"]) for c, r in cell_results
                         if c["model"] == model and c["mode"] == mode), key=lambda p: p[0]["n"])
@@ -160,19 +163,28 @@ def figure1(cell_results, out_dir: str, model: str = "gaussian") -> dict:
             mean = np.array([p["effective_mean"][j] for _, p in pairs])
             lo = np.array([p["effective_q10"][j] for _, p in pairs])
             hi = np.array([p["effective_q90"][j] for _, p in pairs])
-            line, = ax.plot(ns, mean, "o-", label=f"eps = {e:g} (n0 = {n0 if n0 else '> 2^62'})")
+            line, = ax.plot(ns, mean, "o-")
+            colours.setdefault(e, line.get_color())
+            collapse.setdefault(e, []).append((mode, n0))
             ax.fill_between(ns, lo, hi, color=line.get_color(), alpha=0.15)
             if n0 is not None:
                 ax.axvline(n0, color=line.get_color(), ls="--", lw=1)
         ax.set_xscale("log", base=2)
         ax.set_yscale("symlog", linthresh=1)
         ax.set_ylim(bottom=0)
-        ax.set_xlabel("n (context length)")
-        ax.set_ylabel("effective entries E(eps) = #{j : s_ij > eps}")
+        ax.set_xlabel("context length n (log scale)")
         seeds = pairs[0][0]["seeds"]
-        ax.set_title(f"{mode} attention, {model} input, sigma ~ {sigma:.2f}, {seeds} seeds")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.set_title(f"{mode} attention, {model} input\nmedian sigma = {sigma:.2f}, {seeds} seeds")
+    axes[0][0].set_ylabel("effective entries E(eps) = #{j : s_ij > eps}\n"
+                          "(log scale above 1, linear below)")
+    line2d = plt.Line2D
+    handles = [line2d([], [], color=colours[e], marker="o",
+                      label=f"eps = {e:g}: n0 = " + ", ".join(
+                          f"{n0 if n0 else '> 2^62'} ({mode})" for mode, n0 in collapse[e]))
+               for e in colours]
+    handles += [plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.3, label="10-90% over seeds"),
+                line2d([], [], color="0.3", ls="--", lw=1, label="collapse length n0 (dashed)")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3)
     return save_figure(fig, out_dir, "figure1_effective_entries.png",
                  "Figure 1 (Theorem 5.1): effective entries against n, mean and 10-90% band "
                  "over seeds; dashed: the collapse length n0(eps, sigma, delta_1 = delta_2 = "

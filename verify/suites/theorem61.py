@@ -31,7 +31,7 @@ import numpy as np
 
 import sparsity_theory as st
 from sparsity_theory import bounds, error_bounds
-from verify.claims import ALPHA, claim_result, summarise_claims
+from verify.claims import ALPHA, ClaimVerdict, claim_result, summarise_claims
 from verify.sampling import STANDARD_MODELS, sample_row_scores
 from verify.report.ledger import bound_entry
 from verify.suite import Suite, register, with_seeds
@@ -170,7 +170,7 @@ def _frobenius_cell(cell: dict) -> dict[str, Any]:
                                extra={"windows": list(windows)}) for name in failed}
 
 
-def summarise(cell_results: list[tuple[dict, dict]]) -> list[dict]:
+def summarise(cell_results: list[tuple[dict, dict]]) -> list[ClaimVerdict]:
     return summarise_claims(NAME, CLAIMS, cell_results, ALPHA)
 
 
