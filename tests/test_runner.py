@@ -217,3 +217,18 @@ def test_chunk_starts_reports_each_chunk_after_its_body():
             bodies.append((start, list(seen)))
     assert bodies == [(0, []), (10, [0.4]), (20, [0.4, 0.8])]
     assert seen == [0.4, 0.8, 1.0]
+
+
+def test_the_console_script_exits_130_at_once_after_ctrl_c(monkeypatch):
+    """After Ctrl-C inside XLA the normal interpreter teardown can segfault: the
+    console script flushes and leaves with os._exit(130); other statuses exit normally."""
+    exits = []
+    monkeypatch.setattr(os, "_exit", lambda code: exits.append(code))
+    monkeypatch.setattr(cli, "main", lambda: 130)
+    with pytest.raises(SystemExit) as normal:  # the fake _exit returns; sys.exit then runs
+        cli.entry()
+    assert exits == [130] and normal.value.code == 130
+    monkeypatch.setattr(cli, "main", lambda: 1)
+    with pytest.raises(SystemExit) as failed:
+        cli.entry()
+    assert failed.value.code == 1 and exits == [130]

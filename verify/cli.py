@@ -136,5 +136,18 @@ def main(argv=None) -> int:
     return 2
 
 
+def entry() -> None:
+    """The console script ``sparsity-verify``: :func:`main`, then exit with its
+    status. After Ctrl-C in the middle of an XLA computation the interpreter's
+    normal teardown can crash in XLA's threads (SIGSEGV seen on CPU); by then the
+    finished cells are on disk and the message printed, so it exits at once."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
