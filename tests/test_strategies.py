@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import sparsity_theory as st
-from verify import runner, statistics
+from verify import rules, runner, statistics
 from verify.report import ledger
 from verify.suites import strategies, strategy_analysis
 
@@ -342,7 +342,7 @@ def _results(lemma=None, t61=None, suites=("lemma42", "theorem61"), analysis=Non
     verdicts = [_row("lemma42", c, v) for c, v in lemma.items()]
     verdicts += [_row("theorem61", c, v) for c, v in t61.items()]
     results = {"suites": list(suites), "verdicts": [v for v in verdicts if v["suite"] in suites],
-               "cells": {}}
+               "cells": {}, "rules": rules.record(list(suites) + ["strategies"])}  # a run made today
     if analysis is not None:
         results["analysis"] = {"strategies": analysis}
     return results

@@ -26,14 +26,16 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from verify.rules import SHARED, rule
 from verify.statistics import binomial_check, looseness_from_logs, sprt
 
-ALPHA = 1e-6
-# Exact facts: a ratio above 1 + TOLERANCE is a violation (rounding slack).
-TOLERANCE = 1e-9
-# Wald's SPRT alongside: H1 is a failure rate of SPRT_FACTOR x delta.
-SPRT_FACTOR = 2.0
-SPRT_BETA = 1e-3
+ALPHA = rule(SHARED, "alpha", 1e-6, "level of every binomial test (pooled, and alpha / cells per cell): "
+             "a false alarm per claim at most 1e-6, so a run of about 60 claims stays below 1e-4 and CI never flakes")
+TOLERANCE = rule(SHARED, "exact_tolerance", 1e-9, "an exact inequality is violated when quantity / bound "
+                 "exceeds 1 + 1e-9: room for float64 rounding (1e-16 per operation), far below any real violation")
+SPRT_FACTOR = rule(SHARED, "sprt_factor", 2.0, "Wald's SPRT alongside the binomial test: H1 is a failure "
+                   "rate of twice delta, the smallest violation worth stopping a sweep for")
+SPRT_BETA = rule(SHARED, "sprt_beta", 1e-3, "the SPRT's miss rate at H1 (reported, decides no verdict)")
 
 
 def claim_result(failed, log_ratio, delta: float, alpha: float = ALPHA,

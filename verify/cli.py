@@ -58,6 +58,9 @@ def _parser(name_suites: bool = False) -> argparse.ArgumentParser:
     led.add_argument("dirs", nargs="+", help="run directories; a suite in several is taken "
                      "from the first that has it")
     led.add_argument("--out", default=None, help="output file (default: FIRST_DIR/claims.md)")
+    led.add_argument("--accept-new-rules", action="store_true",
+                     help="judge suites whose verdict rules changed after their run with today's rules "
+                     "(each such row says so); without it they are NOT JUDGED")
     sub.add_parser("bench", add_help=False,
                    help="benchmark the per-row pipeline against NumPy and the score matmul "
                    "(`sparsity-verify bench --help` for its options)")
@@ -124,7 +127,7 @@ def main(argv=None) -> int:
         return 0
     if args.command == "ledger":
         try:
-            print(f"wrote {ledger.write(args.dirs, args.out)}")
+            print(f"wrote {ledger.write(args.dirs, args.out, args.accept_new_rules)}")
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

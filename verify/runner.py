@@ -33,7 +33,7 @@ from typing import Optional
 
 import numpy as np
 
-from verify import devices
+from verify import devices, rules
 from verify.progress import listening
 from verify.provenance import provenance
 from verify.report import ledger
@@ -229,6 +229,7 @@ def run(suite_names, preset: str, seeds: int | None, out_dir: str,
 def _run(suite_names, preset: str, seeds: int | None, out_dir: str, progress: bool,
          options: dict, primary: bool) -> Optional[dict]:
     plan, not_run = _plan(suite_names, preset, seeds, options)
+    rules_record = rules.record(suite_names)  # fixed before any cell is computed
     started = time.time()
     per_suite: dict[str, list] = {s: [] for s in suite_names}
     # The primary's saved cells decide, for every process, which cells are reused.
@@ -271,6 +272,7 @@ def _run(suite_names, preset: str, seeds: int | None, out_dir: str, progress: bo
         "analysis": analyses,
         "cells_reused": reused,
         "not_run": not_run,
+        "rules": rules_record,
         "seconds": time.time() - started,
     }
     # The numbers are saved before any figure is drawn: a figure that fails costs

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 
+from verify import rules
 from verify.report.results_file import read_results
 from verify.suite import suites
 
@@ -78,10 +79,34 @@ def slope_text(s: dict) -> str:
     return f"{s['slope']:+.3f} [{s['low']:+.3f}, {s['high']:+.3f}]"
 
 
-def build(results: dict) -> list[dict]:
-    """Every suite's ledger rows, in the registry's order."""
-    return [entry for suite in suites().values() if suite.ledger_entries is not None
-            for entry in suite.ledger_entries(results)]
+def build(results: dict, accept_new_rules: bool = False) -> list[dict]:
+    """Every suite's ledger rows, in the registry's order.
+
+    A suite that ran under verdict rules other than today's (``verify.rules``;
+    or before rules were recorded) is not judged: one NOT JUDGED row names the
+    rules that changed, since a rule chosen after the data cannot decide a
+    verdict. ``accept_new_rules`` judges it with today's rules anyway and says
+    so in every row's evidence."""
+    entries = []
+    for suite in suites().values():
+        if suite.ledger_entries is None:
+            continue
+        ran = suite.name in results.get("suites", []) and suite.name not in results.get("not_run", {})
+        moved = rules.changed(results.get("rules", {}).get(suite.name), suite.name) if ran else []
+        if moved and not accept_new_rules:
+            entries.append({
+                "claim": f"Every claim judged by suite `{suite.name}`", "statement": "-", "regime": "-",
+                "verdict": "NOT JUDGED",
+                "evidence": f"the verdict rules changed since this run ({', '.join(moved)}): a changed rule "
+                            "needs a new run (`sparsity-verify ledger --accept-new-rules` judges it with "
+                            "today's rules and says so)"})
+            continue
+        for entry in suite.ledger_entries(results):
+            if moved:
+                entry = dict(entry, evidence=f"[judged with rules newer than the run: {', '.join(moved)}] "
+                                             + entry["evidence"])
+            entries.append(entry)
+    return entries
 
 
 def merge(runs: list[dict]) -> dict:
@@ -99,6 +124,7 @@ def merge(runs: list[dict]) -> dict:
         merged["cells"].update({s: c for s, c in results.get("cells", {}).items() if s in taken})
         merged["analysis"].update({s: a for s, a in results.get("analysis", {}).items() if s in taken})
         merged["not_run"].update({s: w for s, w in results.get("not_run", {}).items() if s in taken})
+        merged.setdefault("rules", {}).update({s: r for s, r in results.get("rules", {}).items() if s in taken})
         prov = results.get("provenance", {})
         merged["runs_used"].append({"suites": taken, "preset": results.get("preset"),
                                     "seeds_override": results.get("seeds_override"),
@@ -107,7 +133,7 @@ def merge(runs: list[dict]) -> dict:
     return merged
 
 
-def markdown(results: dict) -> str:
+def markdown(results: dict, accept_new_rules: bool = False) -> str:
     runs = results.get("runs_used") or [{
         "suites": results.get("suites", []), "preset": results.get("preset"),
         "seeds_override": results.get("seeds_override"),
@@ -119,22 +145,25 @@ def markdown(results: dict) -> str:
         seeds = "" if r.get("seeds_override") is None else f", --seeds {r['seeds_override']}"
         lines.append(f"- suites {', '.join(r['suites'])}: `{r['preset']}` preset{seeds} "
                      f"(git commit `{r['git_commit']}`, {r['time_utc']}, device {r['device']})")
-    lines += ["", "Verdict rules: `verify/report/ledger.py` and each suite's module in `verify/suites/`.", "",
+    lines += ["", "Verdict rules: `verify/report/ledger.py` and each suite's module in `verify/suites/`; "
+              "every threshold, tolerance, level and grouping is declared with its reason in `verify/rules.py`'s "
+              "registry and recorded with each run (a suite run under other rules than today's is NOT JUDGED"
+              + (", here judged with today's rules on request" if accept_new_rules else "") + ").", "",
               "| claim | statement checked | regime | verdict | evidence |", "|---|---|---|---|---|"]
-    for e in build(results):
+    for e in build(results, accept_new_rules):
         lines.append(f"| {e['claim']} | {e['statement']} | {e['regime']} | **{e['verdict']}** | "
                      f"{e['evidence']} |")
     return "\n".join(lines) + "\n"
 
 
-def write(run_dirs, out: str | None = None) -> str:
+def write(run_dirs, out: str | None = None, accept_new_rules: bool = False) -> str:
     """Write the ledger of one run directory, or of several merged (first wins).
     Every results.json is checked first (``read_results``) and the ledger is
     written whole or not at all (temporary file, then rename)."""
     dirs = [run_dirs] if isinstance(run_dirs, str) else list(run_dirs)
     runs = [read_results(d) for d in dirs]
     results = runs[0] if len(runs) == 1 else merge(runs)
-    text = "# Claims ledger\n\n" + markdown(results)
+    text = "# Claims ledger\n\n" + markdown(results, accept_new_rules)
     path = out or os.path.join(dirs[0], "claims.md")
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:

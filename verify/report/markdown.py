@@ -3,6 +3,8 @@ and the terminal's compact verdict table. One number formatter, :func:`number`."
 
 from __future__ import annotations
 
+import json
+
 from verify.report import ledger
 from verify.suite import suites
 
@@ -118,14 +120,35 @@ means the test has the power to reject them.
 ## Claims ledger
 
 Each claim of the paper judged from this run (also written to `claims.md`;
-rules in `verify/report/ledger.py`):
+rules in `verify/report/ledger.py`, the suites' modules and the table below):
 
 {ledger.markdown(results)}
 
 ## Claims checked by the suites
 
 {claims}
+
+## Verdict rules of this run (fixed before the data)
+
+{rules_table(results)}
 """
+
+
+def rules_table(results: dict) -> str:
+    """Every rule the run's verdicts rest on, with its value and reason, and each
+    suite's digest (``verify.rules``; runs made before rules were recorded say so)."""
+    recorded = results.get("rules")
+    if not recorded:
+        return "(this run recorded no rules: it was made before `verify/rules.py`)"
+    rows, seen = [], set()
+    for suite, r in recorded.items():
+        for name, rule in r["rules"].items():
+            if name not in seen:
+                seen.add(name)
+                rows.append(f"| {name} | {json.dumps(rule['value'])} | {rule['reason']} |")
+    digests = ", ".join(f"`{s}` {r['digest'][:12]}" for s, r in recorded.items())
+    return ("| rule | value | reason |\n|---|---|---|\n" + "\n".join(rows)
+            + f"\n\nDigests (SHA-256 of names and values): {digests}.")
 
 
 def compact_table(verdicts: list[dict]) -> str:

@@ -26,9 +26,11 @@ import numpy as np
 import sparsity_theory as st
 from sparsity_theory import bounds, error_bounds
 from verify import adversary
+from verify.rules import rule
 from verify.claims import TOLERANCE  # a ratio above 1 + 1e-9 is a violation (rounding slack)
 
-WRONG_FACTOR = 0.6  # output-wrong: 0.6 x the output bound
+WRONG_FACTOR = rule("adversarial", "wrong_factor", 0.6, "planted output bound at 0.6 x the real one: the "
+                    "search must break it (CAUGHT)")
 
 DETERMINISTIC_CLAIMS = {
     "D4": "adversarial X, W, V: tau(k) <= 1 - k/n",

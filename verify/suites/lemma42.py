@@ -24,11 +24,13 @@ from sparsity_theory import bounds
 from verify.claims import ALPHA, ClaimVerdict, claim_result, summarise_claims
 from verify.sampling import STANDARD_MODELS, sample_row_scores
 from verify.report.ledger import bound_entry
+from verify.rules import rule
 from verify.suite import Suite, register, with_seeds
 
 NAME = "lemma42"
 DELTA = 0.05
-WRONG_FACTOR = 0.3
+WRONG_FACTOR = rule(NAME, "wrong_factor", 0.3, "planted Part 1 bound at 0.3 x the real one: the test "
+                    "must catch it (CAUGHT), else it has no power")
 
 CLAIMS = {
     "L4.2-P1": "P(max_j |u_ij - mu_i| > sigma_i sqrt(2 ln(2n/delta))) <= delta",

@@ -33,12 +33,17 @@ from collections import defaultdict
 import numpy as np
 
 from verify.report.figures import pyplot, readable_log_ticks, save_figure, styled, ticker
+from verify.rules import rule
 from verify.statistics import t_interval
 
-BOOTSTRAP = 400
-MIN_KEYS = 16  # rows with fewer keys: sigma_i from < 16 scores, and k_eps <= n forces slope ~1
-LAW_FACTOR = 2.0
-SINK_HEAD = 0.5  # a head puts most of its mass on the first tokens
+BOOTSTRAP = rule("real_attention", "chunk_bootstrap_resamples", 400, "paired percentile bootstrap over "
+                 "chunks (generator seed 0), one resample serving every bin")
+MIN_KEYS = rule("real_attention", "min_keys", 16, "rows with fewer keys are left out: sigma_i from fewer than "
+                "16 scores, and k_eps <= n forces a slope near 1")
+LAW_FACTOR = rule("real_attention", "law_factor", 2.0, "the sharp law describes a head when its mean window is "
+                  "within a factor 2 of the law's: 'right order' against 'another mechanism'")
+SINK_HEAD = rule("real_attention", "sink_head", 0.5, "a sink head puts more than half its mass on the first "
+                 "tokens at the longest rows")
 ADAPTIVE = ("alpha ln n", "alpha n^")
 KINDS = ("constant", "alpha ln n", "alpha n^", "sink+recent")
 

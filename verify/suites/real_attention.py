@@ -55,6 +55,7 @@ from sparsity_theory.llm.row_statistics import causal_row_statistics, causal_spa
 from sparsity_theory.llm.tokenizer import build_tokenizer
 from verify.suites import real_analysis
 from verify.claims import ClaimVerdict
+from verify.rules import rule
 from verify.suite import Suite, SuiteUnavailable, register
 
 NAME = "real_attention"
@@ -81,7 +82,7 @@ PRESETS["large"] = PRESETS["paper"]
 # tokens of the default text: 17.5 with the right RoPE pairing, 342 with the wrong
 # one, 576 for the text's own unigram model; 40 sits between with room for other
 # texts and Python versions. Results of a model failing it are not judged.
-FORWARD_PPL_LIMIT = 40.0
+FORWARD_PPL_LIMIT = rule("real_attention", "forward_perplexity_limit", 40.0, "the forward pass is trusted below perplexity 40: measured 17.5 right, 342 wrong RoPE pairing, 576 unigram")
 PROMPT = "The Python language reference says that a function definition"
 PROMPT_STEPS = 24
 

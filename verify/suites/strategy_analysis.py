@@ -29,6 +29,7 @@ from scipy import stats
 
 from verify.report.figures import pyplot, readable_log_ticks, save_figure, styled
 from verify.report.ledger import not_run_entry, slope_text
+from verify.rules import rule
 from verify.statistics import Z95, loglog_slope, mean_interval
 
 ADAPTIVE_PREFIXES = ("alpha ln n", "alpha n^")
@@ -270,7 +271,14 @@ def figure2(cell_results, out_dir: str) -> list[dict]:
 # decay slower than n^-0.1, against n^-C/2 predicted for k = alpha n^C; the
 # threshold is a choice and is printed with the verdict); comparisons between
 # strategies use the paired intervals of Table 1.
-PERSIST_SLOPE = -0.1
+PERSIST_SLOPE = rule("strategies", "persist_slope", -0.1, "'persists at Omega(1)': the slope interval's "
+                     "lower end above -0.1, a decay slower than n^-0.1 against n^-C/2 for k = alpha n^C (a choice)")
+SLOPE_GROUPING = rule("strategies", "slope_grouping", ["metric", "kind"], "a slope claim is judged per "
+                      "(error metric, strategy family) over every mode, score scale and k0: one regime each")
+ORACLE_SUBLINEAR = rule("strategies", "oracle_sublinear", 0.9, "n^C with C < 1 reads as the upper end of the "
+                        "certified window's slope interval below 0.9: 0.1 of margin for finite-n curvature")
+COST_BAND = rule("strategies", "cost_band", [0.9, 1.1], "aligned strategies spend within 10% of the constant "
+                 "window's sum_n n k(n): windows are rounded to integers, nothing more")
 
 
 def _slope_claim(analysis, title, statement, kinds, test, test_text, metrics=None) -> dict:
@@ -280,7 +288,7 @@ def _slope_claim(analysis, title, statement, kinds, test, test_text, metrics=Non
     # mode, score scale and k0; a regime is supported when all its slopes pass.
     groups = defaultdict(list)
     for s in slopes:
-        groups[f"{s['metric']} / {s['kind']}"].append(s)
+        groups[" / ".join(str(s[k]) for k in SLOPE_GROUPING)].append(s)
     held, failed, parts = [], [], []
     for regime, rows in groups.items():
         ok = [test(s) for s in rows]
@@ -346,7 +354,7 @@ def _cost_entry(analysis) -> dict:
     lo, hi = min(ratios), max(ratios)
     return {"claim": "Claim 7.1: k-sparse attention costs Theta(n k d); aligned strategies spend the same",
             "statement": "sum_n n k(n) of each aligned strategy after rounding, over the constant window's",
-            "regime": "length grid of the preset", "verdict": "SUPPORTED" if 0.9 <= lo and hi <= 1.1
+            "regime": "length grid of the preset", "verdict": "SUPPORTED" if COST_BAND[0] <= lo and hi <= COST_BAND[1]
             else "NOT SUPPORTED",
             "evidence": f"spent / target between {lo:.4f} and {hi:.4f} (by construction; rounding only)"}
 
@@ -354,13 +362,13 @@ def _cost_entry(analysis) -> dict:
 def _oracle_entry(analysis) -> dict:
     rows = analysis["oracle"]
     text = ", ".join(f"{o['mode']} sigma={o['sigma']:g}: {slope_text(o)}" for o in rows)
-    sublinear = [o for o in rows if o["high"] < 0.9]
+    sublinear = [o for o in rows if o["high"] < ORACLE_SUBLINEAR]
     verdict = ("SUPPORTED" if len(sublinear) == len(rows) else "NOT SUPPORTED" if not sublinear
                else "SUPPORTED ONLY IN REGIME " + ", ".join(f"{o['mode']} sigma={o['sigma']:g}"
                                                             for o in sublinear))
     return {"claim": "Title / abstract: attention is naturally n^C-sparse with C < 1",
             "statement": "the per-row certified window k_eps (smallest k with tail mass <= eps) grows "
-            "like n^C with C < 0.9 (upper end of the slope interval)",
+            f"like n^C with C < {ORACLE_SUBLINEAR} (upper end of the slope interval)",
             "regime": "fixed score scale sigma (for sigma = c sqrt(ln n) see the REM entries below: "
             "there C = 1 - c^2/2 < 1)", "verdict": verdict, "evidence": "slope of log k_eps on log n: " + text}
 

@@ -37,13 +37,15 @@ from verify.claims import ALPHA, ClaimVerdict, claim_result, summarise_claims
 from verify.report.figures import pyplot, save_figure, styled
 from verify.sampling import STANDARD_MODELS, sample_row_scores
 from verify.report.ledger import bound_entry
+from verify.rules import rule
 from verify.suite import Suite, register, with_seeds
 
 NAME = "theorem43"
 DELTA_COUNT = 0.025
 DELTA_NORMALISER = 0.025
 DELTA = DELTA_COUNT + DELTA_NORMALISER
-WRONG_FACTOR = 0.3
+WRONG_FACTOR = rule(NAME, "wrong_factor", 0.3, "planted bound at 0.3 x the real one: the test must "
+                    "catch it (CAUGHT), else it has no power")
 K_FRACTIONS = (1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 15 / 16, 1.0)
 EPS_MULTIPLES = (2.0, 4.0, 8.0, 16.0, 64.0)  # eps = c / num_keys
 

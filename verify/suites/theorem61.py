@@ -34,12 +34,14 @@ from sparsity_theory import bounds, error_bounds
 from verify.claims import ALPHA, ClaimVerdict, claim_result, summarise_claims
 from verify.sampling import STANDARD_MODELS, sample_row_scores
 from verify.report.ledger import bound_entry
+from verify.rules import rule
 from verify.suite import Suite, register, with_seeds
 
 NAME = "theorem61"
 DELTA = 0.05
 # The planted upper bound: WRONG_FACTOR x the uniform-score error sqrt((n-k)/(nk)).
-WRONG_FACTOR = 0.5
+WRONG_FACTOR = rule(NAME, "wrong_factor", 0.5, "planted upper bound: half the uniform-score error "
+                    "sqrt((n-k)/(nk)); the test must catch it")
 
 CLAIMS = {
     "T6.1": "per row, every window k: ||s - s^||_2 <= e^rho sqrt((n-k)/(n k)), rho = Lemma 4.2 Part 2 spread bound",
