@@ -48,3 +48,10 @@ def test_seeds_that_share_a_prng_key_are_refused(monkeypatch):
         sampling.sample_row_scores(st.Gaussian(1.0), 16, 4, "cross", 40, 123)
     keys = np.asarray(real_split(jax.random.PRNGKey(0), 5))
     assert sampling.distinct_keys(keys) is keys
+
+
+def test_trial_keys_are_the_cells_split_stream_checked_distinct():
+    base = jax.random.PRNGKey(5)
+    np.testing.assert_array_equal(sampling.trial_keys(5, 10), jax.random.split(jax.random.fold_in(base, 1), 10))
+    np.testing.assert_array_equal(sampling.trial_keys(5, 10, stream=None), jax.random.split(base, 10))
+    assert not np.array_equal(sampling.trial_keys(5, 10, stream=2), sampling.trial_keys(5, 10, stream=1))

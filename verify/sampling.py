@@ -82,6 +82,17 @@ def distinct_keys(keys: np.ndarray) -> np.ndarray:
     return keys
 
 
+def trial_keys(seed_base: int, seeds: int, stream: Optional[int] = 1) -> jax.Array:
+    """One PRNG key per trial: ``split`` of the cell's key ``PRNGKey(seed_base)``
+    (folded with ``stream`` unless None), checked distinct (:func:`distinct_keys`)."""
+    base = jax.random.PRNGKey(seed_base)
+    if stream is not None:
+        base = jax.random.fold_in(base, stream)
+    keys = jax.random.split(base, seeds)
+    distinct_keys(np.asarray(keys))
+    return keys
+
+
 def sample_row_scores(model, n: int, d: int, mode: str, seeds: int, seed_base: int,
                       scale: float = 1.0, weight_scale: float = 1.0,
                       weights: str = "gaussian",
@@ -106,7 +117,7 @@ def sample_row_scores(model, n: int, d: int, mode: str, seeds: int, seed_base: i
     weights = WEIGHTS[weights](jax.random.fold_in(base, 0), d, scale=weight_scale)
 
     row = functools.partial(_row, model=model, n=n, d=d, mode=mode, scale=float(scale))
-    all_keys = distinct_keys(np.asarray(jax.random.split(jax.random.fold_in(base, 1), seeds)))
+    all_keys = np.asarray(trial_keys(seed_base, seeds, stream=1))
     size = chunk_size(n, d)
 
     def rows_of(keys) -> RowScores:

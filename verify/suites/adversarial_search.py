@@ -28,6 +28,7 @@ from sparsity_theory import bounds, error_bounds
 from verify import adversary
 from verify.rules import rule
 from verify.claims import TOLERANCE  # a ratio above 1 + 1e-9 is a violation (rounding slack)
+from verify.sampling import trial_keys
 
 WRONG_FACTOR = rule("adversarial", "wrong_factor", 0.6, "planted output bound at 0.6 x the real one: the "
                     "search must break it (CAUGHT)")
@@ -420,5 +421,4 @@ def probabilistic_search(cell: dict, target: str, coefficients=None) -> adversar
 
 def recheck_keys(cell: dict):
     """The fresh seeds of the re-check: stream 2 of the cell's seed base."""
-    return jax.random.split(jax.random.fold_in(jax.random.PRNGKey(cell["seed_base"]), 2),
-                            cell["recheck_seeds"])
+    return trial_keys(cell["seed_base"], cell["recheck_seeds"], stream=2)

@@ -35,7 +35,7 @@ from scipy.spatial.distance import cdist
 import sparsity_theory as st
 from sparsity_theory import error_bounds
 from verify.claims import TOLERANCE, ClaimVerdict, summarise_exact
-from verify.sampling import STANDARD_MODELS
+from verify.sampling import STANDARD_MODELS, trial_keys
 from verify.suite import Suite, register, with_seeds
 
 NAME = "identities"
@@ -179,7 +179,7 @@ def _run_cell(cell: dict) -> dict[str, Any]:
     model = MODELS[cell["model"]]
     streamed = "rows" in cell
     windows = _windows(n, PRESETS["large"]["max_window"] if streamed else None)
-    keys = jax.random.split(jax.random.PRNGKey(cell["seed_base"]), cell["seeds"])
+    keys = trial_keys(cell["seed_base"], cell["seeds"], stream=None)
     scale = 1.0 / math.sqrt(d)
     results = {}
     if streamed:

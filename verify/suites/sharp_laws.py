@@ -39,6 +39,7 @@ import sparsity_theory as st
 from sparsity_theory import gaussian_laws as laws
 from verify import progress
 from verify.claims import ClaimVerdict
+from verify.sampling import trial_keys
 from verify.suite import Suite, register, with_seeds
 from verify.suites import sharp_analysis
 
@@ -110,7 +111,7 @@ def sample_statistics(cell: dict) -> dict[str, np.ndarray]:
     """The per-seed statistics of a cell (NumPy arrays, seeds first), computed
     in chunks of seeds of a fixed shape (one compilation per n)."""
     n, seeds = cell["n"], cell["seeds"]
-    keys = jax.random.split(jax.random.PRNGKey(cell["seed_base"]), seeds)
+    keys = trial_keys(cell["seed_base"], seeds, stream=None)
     size = max(1, min(seeds, CHUNK_ELEMENTS // n))
     pad = (-seeds) % size
     keys = jnp.concatenate([keys, keys[:pad]]) if pad else keys

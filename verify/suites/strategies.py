@@ -55,6 +55,7 @@ from sparsity_theory import windows as window_plans
 from sparsity_theory.errors import log_norm
 from verify import progress
 from verify.claims import ClaimVerdict
+from verify.sampling import trial_keys
 from verify.suite import Suite, register, with_seeds
 from verify.suites import strategy_analysis
 from verify.suites.strategy_analysis import METRICS, ORACLE
@@ -180,7 +181,7 @@ def run_cell(cell: dict) -> dict[str, Any]:
         if positional else np.zeros((0, n), bool)
     base = jax.random.PRNGKey(cell["seed_base"])
     weights = st.orthogonal_weights(jax.random.fold_in(base, 0), d)
-    keys = jax.random.split(jax.random.fold_in(base, 1), cell["seeds"])
+    keys = trial_keys(cell["seed_base"], cell["seeds"], stream=1)
     scale = cell["score_scale"] / math.sqrt(d)
     rows = evenly_spaced_rows(n, cell["rows"])
     chunk = max(1, 2**21 // (len(rows) * n))

@@ -32,7 +32,7 @@ import numpy as np
 import sparsity_theory as st
 from sparsity_theory import bounds, error_bounds
 from verify.claims import ALPHA, ClaimVerdict, claim_result, summarise_claims
-from verify.sampling import STANDARD_MODELS, sample_row_scores
+from verify.sampling import STANDARD_MODELS, sample_row_scores, trial_keys
 from verify.report.ledger import bound_entry
 from verify.rules import rule
 from verify.suite import Suite, register, with_seeds
@@ -141,7 +141,7 @@ def _frobenius_cell(cell: dict) -> dict[str, Any]:
     windows = windows_for(n)
     base = jax.random.PRNGKey(cell["seed_base"])
     weights = st.gaussian_weights(jax.random.fold_in(base, 0), d, scale=cell["weight_scale"])
-    keys = jax.random.split(jax.random.fold_in(base, 1), cell["seeds"])
+    keys = trial_keys(cell["seed_base"], cell["seeds"], stream=1)
     scale = 1.0  # the weights carry the scale, as in verify.sampling
 
     def one(key):
