@@ -439,3 +439,65 @@ def test_runner_end_to_end(tiny, fast_bootstrap, tmp_path):
     # The cells are deterministic: run_cell again gives what the runner stored.
     cell, result = saved["cells"]["strategies"][0]["cell"], saved["cells"]["strategies"][0]["result"]
     assert strategies.run_cell(cell) == result
+
+
+# --------------------------------------------------------------------------
+# Each ledger rule of the suite, on both sides of its boundary
+# --------------------------------------------------------------------------
+
+def _slope(kind, low, high, metric="rms"):
+    return {"kind": kind, "metric": metric, "mode": "cross", "sigma": 1.0, "k0": 16,
+            "slope": (low + high) / 2, "low": low, "high": high}
+
+
+def _ledger_rows(slopes, oracle=None, cost=(1.0, 1.0)):
+    analysis = {"slopes": slopes, "table1": [{"cost_ratio": c, "k0": None, "kind": "constant"} for c in cost],
+                "proposition72": [], "oracle": oracle or []}
+    return {e["claim"].split(":")[0]: e for e in strategy_analysis.ledger_entries(
+        {"analysis": {"strategies": analysis}})}
+
+
+@pytest.mark.parametrize("high, verdict", [(-0.01, "SUPPORTED"), (0.01, "NOT SUPPORTED")])
+def test_ledger_decreasing_rule_needs_the_interval_below_zero(high, verdict):
+    rows = _ledger_rows([_slope("alpha n^0.5", high - 0.1, high)])
+    assert rows["Theorem 6.1"]["verdict"] == verdict
+
+
+@pytest.mark.parametrize("low, verdict", [(strategy_analysis.PERSIST_SLOPE + 0.01, "SUPPORTED"),
+                                          (strategy_analysis.PERSIST_SLOPE - 0.01, "NOT SUPPORTED")])
+def test_ledger_persist_rule_needs_the_interval_above_its_threshold(low, verdict):
+    rows = _ledger_rows([_slope("constant", low, low + 0.2)])
+    assert rows["Theorem 6.2"]["verdict"] == verdict
+
+
+@pytest.mark.parametrize("low, verdict", [(0.01, "SUPPORTED"), (-0.01, "NOT SUPPORTED")])
+def test_ledger_increasing_rule_needs_the_interval_above_zero(low, verdict):
+    rows = _ledger_rows([_slope("alpha ln n", low, low + 0.2, metric="frobenius")])
+    assert rows["Theorem 6.2 (sketch)"]["verdict"] == verdict
+
+
+def test_ledger_regimes_follow_the_grouping_rule():
+    """One regime per (metric, kind): a failing slope in one regime leaves the other."""
+    rows = _ledger_rows([_slope("alpha n^0.5", -0.3, -0.1), _slope("alpha n^0.5", -0.3, -0.1, "output"),
+                         _slope("alpha n^0.5", -0.1, 0.1, "output")])
+    assert rows["Theorem 6.1"]["verdict"] == "SUPPORTED ONLY IN REGIME rms / alpha n^0.5"
+
+
+@pytest.mark.parametrize("high, verdict", [(strategy_analysis.ORACLE_SUBLINEAR - 0.01, "SUPPORTED"),
+                                           (strategy_analysis.ORACLE_SUBLINEAR + 0.01, "NOT SUPPORTED")])
+def test_ledger_sublinear_window_rule(high, verdict):
+    oracle = [{"mode": "cross", "sigma": 1.0, "slope": high - 0.05, "low": high - 0.1, "high": high}]
+    rows = _ledger_rows([], oracle=oracle)
+    assert rows["Title / abstract"]["verdict"] == verdict
+
+
+@pytest.mark.parametrize("cost, verdict", [((0.91, 1.09), "SUPPORTED"), ((0.89, 1.0), "NOT SUPPORTED"),
+                                           ((1.0, 1.11), "NOT SUPPORTED")])
+def test_ledger_cost_band_rule(cost, verdict):
+    assert _ledger_rows([], cost=cost)["Claim 7.1"]["verdict"] == verdict
+
+
+def test_ledger_rules_never_support_from_no_evidence():
+    rows = _ledger_rows([], cost=())
+    for claim in ("Theorem 6.1", "Theorem 6.2", "Title / abstract", "Claim 7.1", "Section 6.3 / Table 1"):
+        assert rows[claim]["verdict"] == "NOT CHECKED", claim

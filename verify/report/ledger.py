@@ -63,13 +63,17 @@ def bound_entry(results: dict, suite: str, claims: list[str], wrong: list[str], 
     caught = all(p["verdict"] == "CAUGHT" for p in planted)
     evidence = "; ".join(_row_evidence(r) for r in rows)
     evidence += "; planted: " + ", ".join(f"{p['claim']} {p['verdict']}" for p in planted)
-    return {"claim": title, "statement": statement, "regime": regime,
-            "verdict": "SUPPORTED" if held and caught else "NOT SUPPORTED", "evidence": evidence}
+    verdict = ("NOT CHECKED" if not rows else "SUPPORTED" if held and caught else "NOT SUPPORTED")
+    return {"claim": title, "statement": statement, "regime": regime, "verdict": verdict,
+            "evidence": evidence or "the run judged none of these claims"}
 
 
 def regime_verdict(held: list[str], failed: list[str]) -> str:
     """SUPPORTED when no regime failed, NOT SUPPORTED when none held, else
-    SUPPORTED ONLY IN REGIME and the regimes that held."""
+    SUPPORTED ONLY IN REGIME and the regimes that held; NOT CHECKED when there
+    was no regime to judge (never a SUPPORTED from no evidence)."""
+    if not held and not failed:
+        return "NOT CHECKED"
     return ("SUPPORTED" if not failed else "NOT SUPPORTED" if not held
             else "SUPPORTED ONLY IN REGIME " + ", ".join(held))
 

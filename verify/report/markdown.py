@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from verify.claims import ALPHA
 from verify.report import ledger
 from verify.suite import suites
 
@@ -107,7 +108,7 @@ failed; the exact one-sided binomial test of "failure rate <= delta" gives the
 p-value (pooled over cells; each cell is also tested at alpha / cells); the
 verdict is VIOLATED at p < alpha = 1e-6. A failure count above zero is expected
 at rate up to delta. Claims ending in `-wrong` are planted wrong bounds: CAUGHT
-means the test has the power to reject them.
+means the test has the power to reject them. {false_alarm_budget(results['verdicts'])}
 
 {verdict_table(results['verdicts'])}
 
@@ -149,6 +150,17 @@ def rules_table(results: dict) -> str:
     digests = ", ".join(f"`{s}` {r['digest'][:12]}" for s, r in recorded.items())
     return ("| rule | value | reason |\n|---|---|---|\n" + "\n".join(rows)
             + f"\n\nDigests (SHA-256 of names and values): {digests}.")
+
+
+def false_alarm_budget(verdicts: list[dict]) -> str:
+    """One sentence: how likely this run is to call a true claim VIOLATED (a union
+    bound: each probabilistic claim's pooled and per-cell tests spend alpha)."""
+    probabilistic = [v for v in verdicts if v.get("p_value") is not None and not v["claim"].endswith("-wrong")]
+    if not probabilistic:
+        return ""
+    return (f"False-alarm budget of this run: {len(probabilistic)} probabilistic claims x 2 tests (pooled, "
+            f"per cell) x alpha {ALPHA:g} = {2 * len(probabilistic) * ALPHA:.2g}, the most probability that "
+            "any true claim is reported VIOLATED.")
 
 
 def compact_table(verdicts: list[dict]) -> str:

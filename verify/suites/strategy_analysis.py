@@ -28,7 +28,7 @@ import numpy as np
 from scipy import stats
 
 from verify.report.figures import pyplot, readable_log_ticks, save_figure, styled
-from verify.report.ledger import not_run_entry, slope_text
+from verify.report.ledger import not_run_entry, regime_verdict, slope_text
 from verify.rules import rule
 from verify.statistics import Z95, loglog_slope, mean_interval
 
@@ -298,8 +298,7 @@ def _slope_claim(analysis, title, statement, kinds, test, test_text, metrics=Non
                      f"{max(s['slope'] for s in rows):+.3f}" + (
                          "; fails at " + ", ".join(f"{s['mode']} sigma={s['sigma']:g} k0={s['k0']} "
                                                    f"{slope_text(s)}" for s in bad) if bad else ""))
-    verdict = ("SUPPORTED" if not failed else "NOT SUPPORTED" if not held
-               else "SUPPORTED ONLY IN REGIME " + "; ".join(held))
+    verdict = regime_verdict(held, failed)
     return {"claim": title, "statement": statement + f" ({test_text})",
             "regime": "Gaussian input; self and cross; every score scale and k0 of the preset",
             "verdict": verdict, "evidence": "; ".join(parts)}
@@ -319,8 +318,7 @@ def _table1_entry(analysis) -> dict:
             (best if winner["kind"].startswith("alpha n^") else other).append(tag)
             parts.append(f"{tag}: lowest {winner['strategy'].split(': ', 1)[-1]} "
                          f"({winner[metric]['mean']:.4g})")
-    verdict = ("SUPPORTED" if not other else "NOT SUPPORTED" if not best
-               else "SUPPORTED ONLY IN REGIME " + ", ".join(best))
+    verdict = regime_verdict(best, other)
     return {"claim": title, "statement": "the lowest grid-averaged error among constant, alpha ln n "
             "and alpha n^C (same seeds) belongs to an alpha n^C strategy",
             "regime": "lengths of the preset, averaged with equal weight per n", "verdict": verdict,
@@ -351,11 +349,11 @@ def _proposition72_entries(analysis) -> list[dict]:
 
 def _cost_entry(analysis) -> dict:
     ratios = [r["cost_ratio"] for r in analysis["table1"] if r["cost_ratio"] is not None]
-    lo, hi = min(ratios), max(ratios)
+    lo, hi = (min(ratios), max(ratios)) if ratios else (math.nan, math.nan)
     return {"claim": "Claim 7.1: k-sparse attention costs Theta(n k d); aligned strategies spend the same",
             "statement": "sum_n n k(n) of each aligned strategy after rounding, over the constant window's",
-            "regime": "length grid of the preset", "verdict": "SUPPORTED" if COST_BAND[0] <= lo and hi <= COST_BAND[1]
-            else "NOT SUPPORTED",
+            "regime": "length grid of the preset", "verdict": "NOT CHECKED" if not ratios
+            else "SUPPORTED" if COST_BAND[0] <= lo and hi <= COST_BAND[1] else "NOT SUPPORTED",
             "evidence": f"spent / target between {lo:.4f} and {hi:.4f} (by construction; rounding only)"}
 
 
@@ -363,9 +361,8 @@ def _oracle_entry(analysis) -> dict:
     rows = analysis["oracle"]
     text = ", ".join(f"{o['mode']} sigma={o['sigma']:g}: {slope_text(o)}" for o in rows)
     sublinear = [o for o in rows if o["high"] < ORACLE_SUBLINEAR]
-    verdict = ("SUPPORTED" if len(sublinear) == len(rows) else "NOT SUPPORTED" if not sublinear
-               else "SUPPORTED ONLY IN REGIME " + ", ".join(f"{o['mode']} sigma={o['sigma']:g}"
-                                                            for o in sublinear))
+    verdict = regime_verdict([f"{o['mode']} sigma={o['sigma']:g}" for o in sublinear],
+                             [o for o in rows if o not in sublinear])
     return {"claim": "Title / abstract: attention is naturally n^C-sparse with C < 1",
             "statement": "the per-row certified window k_eps (smallest k with tail mass <= eps) grows "
             f"like n^C with C < {ORACLE_SUBLINEAR} (upper end of the slope interval)",

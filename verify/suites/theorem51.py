@@ -36,7 +36,7 @@ from sparsity_theory import bounds
 from verify.claims import ALPHA, ClaimVerdict, claim_result, summarise_claims
 from verify.report.figures import pyplot, save_figure, styled
 from verify.sampling import sample_row_scores
-from verify.report.ledger import bound_entry, not_run_entry
+from verify.report.ledger import bound_entry, not_run_entry, regime_verdict
 from verify.rules import rule
 from verify.suite import Suite, register, with_seeds
 
@@ -214,8 +214,7 @@ def _figure1_entry(results: dict) -> dict:
             last, peak = means[-1], max(means)
             (fallen if last <= FIGURE1_FALL * peak else standing).append(f"{key[0]} {key[1]} eps={e:g}")
             parts.append(f"{key[0]}/{key[1]} eps={e:g}: peak {peak:.3g}, at n={group[-1]['cell']['n']} {last:.3g}")
-    verdict = ("SUPPORTED" if not standing else "NOT SUPPORTED" if not fallen
-               else "SUPPORTED ONLY IN REGIME " + ", ".join(fallen))
+    verdict = regime_verdict(fallen, standing)
     return {"claim": title, "statement": statement,
             "regime": "Gaussian input, sigma about 0.5, lengths of the preset", "verdict": verdict,
             "evidence": "; ".join(parts) + " (figure figure1_effective_entries.png)"}

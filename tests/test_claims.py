@@ -1,0 +1,123 @@
+"""verify.claims: how per-cell failures become a verdict. Each test pins one
+piece of the judging layer on inputs chosen on both sides of its boundary, so a
+wrong change (pooling by the maximum instead of the sum, Bonferroni dropped or
+applied twice, a looser level, failed trials left out of the looseness, planted
+verdicts swapped) fails a test."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from verify import claims
+from verify.claims import ALPHA, claim_result, summarise_claims, summarise_exact
+
+CLAIM = {"c": "P(failure) <= 0.05"}
+DELTA = 0.05
+
+
+def _cell(failures: int, trials: int, log_ratio: float = -1.0):
+    failed = np.arange(trials) < failures
+    return ({}, {"c": claim_result(failed, np.where(failed, 0.3, log_ratio), DELTA)})
+
+
+def _verdict(*cells, claim="c"):
+    (row,) = summarise_claims("s", {claim: "x"}, list(cells))
+    return row
+
+
+def _count_with_p_between(trials: int, low: float, high: float) -> int:
+    """A failure count whose exact binomial p-value P(Bin(trials, delta) >= k) lies in (low, high)."""
+    for k in range(trials + 1):
+        p = stats.binom.sf(k - 1, trials, DELTA)
+        if low < p < high:
+            return k
+    raise AssertionError("no count in the window")
+
+
+def test_alpha_is_the_documented_level():
+    assert ALPHA == 1e-6 and claims.SPRT_FACTOR == 2.0 and claims.TOLERANCE == 1e-9
+
+
+def test_pooled_counts_are_sums_over_cells():
+    row = _verdict(_cell(3, 100), _cell(4, 200), _cell(0, 50))
+    assert (row.violations, row.checked, row.cells) == (7, 350, 3)
+    assert row.rate == pytest.approx(7 / 350)
+    assert row.p_value == pytest.approx(stats.binom.sf(6, 350, DELTA), rel=1e-9)
+
+
+def test_the_pooled_test_catches_what_no_single_cell_can():
+    """Ten cells at 12% failures: each alone is not significant at alpha / 10, the
+    pool of 120 / 1000 is. Pooling by the maximum (12 / 1000) would call it HOLDS."""
+    cells = [_cell(12, 100) for _ in range(10)]
+    assert all(stats.binom.sf(11, 100, DELTA) > ALPHA / 10 for _ in cells)
+    row = _verdict(*cells)
+    assert row.verdict == "VIOLATED" and row.cells_rejected == 0 and row.violations == 120
+
+
+def test_each_cell_is_tested_at_alpha_over_the_number_of_cells():
+    """Four cells: three clean ones dilute the pool, so only the per-cell test can
+    reject. A cell with p in (alpha/16, alpha/4) is rejected (Bonferroni once), one
+    with p in (alpha/4, alpha) is not (Bonferroni not dropped)."""
+    clean = [_cell(0, 2000) for _ in range(3)]
+    k_reject = _count_with_p_between(200, ALPHA / 16, ALPHA / 4)
+    k_keep = _count_with_p_between(200, ALPHA / 4, ALPHA)
+    rejected = _verdict(_cell(k_reject, 200), *clean)
+    assert rejected.cells_rejected == 1 and rejected.verdict == "VIOLATED"
+    assert rejected.p_value > ALPHA  # the pool alone would not have rejected
+    kept = _verdict(_cell(k_keep, 200), *clean)
+    assert kept.cells_rejected == 0 and kept.verdict == "HOLDS"
+
+
+def test_a_level_of_0_05_would_change_a_verdict():
+    """A count whose p-value lies between 1e-6 and 0.05: HOLDS at the documented
+    level, VIOLATED at 0.05 (so a looser ALPHA cannot pass unseen)."""
+    k = _count_with_p_between(400, 1e-4, 1e-2)
+    assert _verdict(_cell(k, 400)).verdict == "HOLDS"
+    (loose,) = summarise_claims("s", CLAIM, [_cell(k, 400)], alpha=0.05)
+    assert loose.verdict == "VIOLATED"
+
+
+def test_looseness_counts_the_failed_trials():
+    """The worst ratio is that of a failed trial, above 1; the median over all."""
+    failed = np.array([True, False, False, False, False])
+    log_ratio = np.array([0.5, -1.0, -1.0, -2.0, -3.0])
+    result = claim_result(failed, log_ratio, DELTA)
+    assert result["looseness"]["worst"] == pytest.approx(math.exp(0.5))
+    assert result["looseness"]["median"] == pytest.approx(math.exp(-1.0))
+    assert result["failed_trials"] == [0] and (result["failures"], result["trials"]) == (1, 5)
+    row = _verdict(({}, {"c": result}))
+    assert row.worst_ratio == pytest.approx(math.exp(0.5))
+
+
+def test_planted_claims_are_caught_or_missed_never_held():
+    (caught,) = summarise_claims("s", {"c-wrong": "x"}, [({}, {"c-wrong": _cell(60, 100)[1]["c"]})])
+    (missed,) = summarise_claims("s", {"c-wrong": "x"}, [({}, {"c-wrong": _cell(2, 100)[1]["c"]})])
+    assert (caught.verdict, missed.verdict) == ("CAUGHT", "MISSED")
+    (untested,) = summarise_claims("s", CLAIM, [({}, {"c": claim_result(np.zeros(0, bool), [], DELTA)})])
+    assert untested.verdict == "UNTESTED" and untested.checked == 0
+
+
+def test_exact_facts_hold_only_without_a_violation():
+    ok = {"checked": 10, "violations": 0, "median_ratio": 0.5, "worst_ratio": 0.9}
+    bad = {"checked": 10, "violations": 1, "median_ratio": 0.5, "worst_ratio": 1.5}
+    rows = summarise_exact("s", {"f": "x", "f-wrong": "y", "absent": "z"},
+                           {"f": [ok, bad], "f-wrong": [ok]})
+    assert [(r.claim, r.verdict, r.violations, r.checked) for r in rows] == [
+        ("f", "VIOLATED", 1, 20), ("f-wrong", "MISSED", 0, 10)]
+    assert rows[0].worst_ratio == 1.5 and rows[0].median_of_cell_medians == 0.5
+    (held,) = summarise_exact("s", {"f": "x"}, {"f": [ok, ok]})
+    assert held.verdict == "HOLDS"
+
+
+def test_the_report_states_the_runs_false_alarm_budget():
+    from verify.report.markdown import false_alarm_budget
+
+    rows = [{"claim": "a", "p_value": 0.5}, {"claim": "b", "p_value": 0.9}, {"claim": "a-wrong", "p_value": 0.0},
+            {"claim": "exact", "p_value": None}]
+    assert false_alarm_budget(rows).startswith("False-alarm budget of this run: 2 probabilistic claims x 2 tests")
+    assert "= 4e-06" in false_alarm_budget(rows)
+    assert false_alarm_budget([{"claim": "exact", "p_value": None}]) == ""
