@@ -121,3 +121,50 @@ def test_the_report_states_the_runs_false_alarm_budget():
     assert false_alarm_budget(rows).startswith("False-alarm budget of this run: 2 probabilistic claims x 2 tests")
     assert "= 4e-06" in false_alarm_budget(rows)
     assert false_alarm_budget([{"claim": "exact", "p_value": None}]) == ""
+
+
+def test_each_verdict_reports_the_rate_it_could_have_detected():
+    row = _verdict(*[_cell(0, 100) for _ in range(8)])
+    assert row.detectable_rate == pytest.approx(stats.beta.ppf(0.9, *_beta_args(800, ALPHA)))
+    assert row.detectable_rate_cell == pytest.approx(0.2499, abs=1e-3)  # 100 trials at alpha / 8: ~5 delta
+    assert row.detectable_rate < row.detectable_rate_cell
+
+
+def _beta_args(trials, alpha):
+    from verify.statistics import critical_count
+
+    c = critical_count(trials, DELTA, alpha)
+    return c, trials - c + 1
+
+
+def test_a_bound_that_never_bites_is_reported_vacuous():
+    """Per case, log(bound / trivial maximum): the record counts where the bound is
+    below the maximum; exactly at it (up to rounding) does not count."""
+    failed = np.zeros(4, bool)
+    never = claim_result(failed, np.full(4, -1.0), DELTA, log_bound_over_trivial=[0.5, 2.0, -4e-16, 0.1])
+    assert never["vacuity"] == {"cases": 4, "biting": 0, "min_log_bound_over_trivial": -4e-16}
+    some = claim_result(failed, np.full(4, -1.0), DELTA, log_bound_over_trivial=[-0.5, 2.0, 1.0, 0.1])
+    row = _verdict(({}, {"c": never}), ({}, {"c": some}))
+    assert row.biting_fraction == pytest.approx(1 / 8) and row.min_bound_over_trivial == pytest.approx(math.exp(-0.5))
+    assert _verdict(({}, {"c": never})).biting_fraction == 0.0
+    assert _verdict(_cell(0, 10)).biting_fraction is None  # a claim without a trivial maximum
+
+
+def test_the_ledger_says_holds_but_vacuous_for_a_bound_that_never_bites():
+    from verify import rules
+    from verify.report import ledger
+
+    def run(biting):
+        rows = [{"suite": "lemma42", "claim": c, "verdict": v, "violations": 0, "checked": 100, "delta": 0.05,
+                 "ci_high": 0.03, "median_of_cell_medians": 1e-10, "worst_ratio": 1e-9,
+                 "biting_fraction": biting.get(c), "min_bound_over_trivial": 1e4}
+                for c, v in (("L4.2-P1", "HOLDS"), ("L4.2-P2", "HOLDS"), ("L4.2-P3", "HOLDS"),
+                             ("L4.2-P1-wrong", "CAUGHT"), ("L4.2-P3-wrong", "CAUGHT"))]
+        results = {"suites": ["lemma42"], "verdicts": rows, "rules": rules.record(["lemma42"])}
+        return next(e for e in ledger.build(results) if e["claim"].startswith("Lemma 4.2:"))
+
+    every = {"L4.2-P1": 0.0, "L4.2-P2": 0.0, "L4.2-P3": 0.0}
+    assert run(every)["verdict"] == "HOLDS BUT VACUOUS"
+    assert "L4.2-P1 0% of cases" in run(every)["evidence"]
+    assert run(dict(every, **{"L4.2-P2": 0.3}))["verdict"] == "SUPPORTED; VACUOUS FORMS L4.2-P1, L4.2-P3"
+    assert run({})["verdict"] == "SUPPORTED"  # no trivial maximum known: nothing to say

@@ -432,3 +432,17 @@ def test_t_interval_matches_scipy():
     mean, lo, hi = statistics.t_interval(x, bonferroni=3)
     ref = stats.t.interval(1 - 0.05 / 3, x.size - 1, loc=x.mean(), scale=stats.sem(x))
     assert (lo, hi) == pytest.approx(ref, rel=1e-12)
+
+
+@pytest.mark.parametrize("trials, alpha", [(100, 1e-6 / 8), (6400, 1e-6), (37, 1e-3)])
+def test_detectable_rate_is_where_the_power_reaches_90_percent(trials, alpha):
+    rate = statistics.detectable_rate(trials, 0.05, alpha)
+    c = statistics.critical_count(trials, 0.05, alpha)
+    assert stats.binom.sf(c - 1, trials, rate) == pytest.approx(0.9, abs=1e-9)
+    assert stats.binom.sf(c - 1, trials, rate * 0.98) < 0.9 < stats.binom.sf(c - 1, trials, rate * 1.02)
+    assert rate > 0.05
+
+
+def test_detectable_rate_of_a_run_too_small_to_reject_is_none():
+    assert statistics.detectable_rate(3, 0.05, 1e-6) is None  # 0.05^3 > 1e-6: no count rejects
+    assert statistics.detectable_rate(100, 0.05, 1e-6 / 8) == pytest.approx(0.2499, abs=1e-3)  # ~5 delta

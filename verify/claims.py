@@ -27,7 +27,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from verify.rules import SHARED, rule
-from verify.statistics import binomial_check, looseness_from_logs, sprt
+from verify.statistics import binomial_check, detectable_rate, looseness_from_logs, sprt
 
 ALPHA = rule(SHARED, "alpha", 1e-6, "level of every binomial test (pooled, and alpha / cells per cell): "
              "a false alarm per claim at most 1e-6, so a run of about 60 claims stays below 1e-4 and CI never flakes")
@@ -35,13 +35,25 @@ TOLERANCE = rule(SHARED, "exact_tolerance", 1e-9, "an exact inequality is violat
                  "exceeds 1 + 1e-9: room for float64 rounding (1e-16 per operation), far below any real violation")
 SPRT_FACTOR = rule(SHARED, "sprt_factor", 2.0, "Wald's SPRT alongside the binomial test: H1 is a failure "
                    "rate of twice delta, the smallest violation worth stopping a sweep for")
+BITING_MARGIN = rule(SHARED, "biting_margin", 1e-9, "a bound bites when bound / trivial maximum of its "
+                     "quantity is below 1 - 1e-9 (rounding: min(1 - k/n, ...) equals 1 - k/n up to 1e-16); a bound "
+                     "that bites in no checked case is HOLDS BUT VACUOUS")
+DETECTION_POWER = rule(SHARED, "detection_power", 0.9, "the power at which a run's detectable failure "
+                       "rate is reported (what HOLDS means for that run), pooled and for its weakest cell")
 SPRT_BETA = rule(SHARED, "sprt_beta", 1e-3, "the SPRT's miss rate at H1 (reported, decides no verdict)")
 
 
 def claim_result(failed, log_ratio, delta: float, alpha: float = ALPHA,
-                 extra: Optional[dict] = None) -> dict[str, Any]:
+                 extra: Optional[dict] = None, log_bound_over_trivial=None) -> dict[str, Any]:
     """Per-cell record of one claim: failures / trials, the binomial check (None
-    without trials) and the looseness of ``exp(log_ratio)`` (median, p99, worst)."""
+    without trials) and the looseness of ``exp(log_ratio)`` (median, p99, worst).
+
+    ``log_bound_over_trivial`` (upper bounds): per checked case, the log of the
+    bound over the trivial maximum of its quantity (a tail mass of the top-k
+    window is at most 1 - k/n, an l2 distance of two probability vectors at most
+    sqrt 2, an entry at most 1, ...). The record then says in how many cases the
+    bound bites (is below that maximum) and how close it came: a bound that
+    never bites holds for free (issue 17: HOLDS BUT VACUOUS)."""
     failed = np.asarray(failed, dtype=bool).ravel()
     trials, failures = int(failed.size), int(np.sum(failed))
     check = binomial_check(failures, trials, delta, alpha).to_dict() if trials else None
@@ -52,6 +64,11 @@ def claim_result(failed, log_ratio, delta: float, alpha: float = ALPHA,
         "failed_trials": np.flatnonzero(failed).tolist(),
         "looseness": looseness_from_logs(log_ratio).to_dict() if log_ratio.size else None,
     }
+    if log_bound_over_trivial is not None:
+        x = np.asarray(log_bound_over_trivial, dtype=np.float64).ravel()
+        x = x[~np.isnan(x)]
+        result["vacuity"] = {"cases": int(x.size), "biting": int(np.sum(x < -BITING_MARGIN)),
+                             "min_log_bound_over_trivial": float(np.min(x)) if x.size else None}
     if extra:
         result.update(extra)
     return result
@@ -87,6 +104,10 @@ class ClaimVerdict:
     sprt_verdict: Optional[str] = None
     sprt_trials: Optional[int] = None
     worst_p99: Optional[float] = None
+    detectable_rate: Optional[float] = None
+    detectable_rate_cell: Optional[float] = None
+    biting_fraction: Optional[float] = None  # share of cases where the bound is below the trivial maximum
+    min_bound_over_trivial: Optional[float] = None  # the bound's closest approach to biting
     worst_relative_difference: Optional[float] = None
     initial_worst_ratio: Optional[float] = None
 
@@ -103,6 +124,26 @@ def _median(values) -> Optional[float]:
 def _largest(values) -> Optional[float]:
     values = [v for v in values if v is not None]
     return max(values) if values else None
+
+
+def _vacuity(records: list[dict]) -> dict[str, Optional[float]]:
+    """Pooled vacuity of a claim's cells: the share of cases where the bound bites
+    and its smallest bound / trivial maximum (nothing when no cell reported it)."""
+    cases = sum(r["cases"] for r in records)
+    if not cases:
+        return {}
+    closest = [r["min_log_bound_over_trivial"] for r in records if r["min_log_bound_over_trivial"] is not None]
+    return {"biting_fraction": sum(r["biting"] for r in records) / cases,
+            "min_bound_over_trivial": float(np.exp(min(closest)))}
+
+
+def _weakest_cell(tested: list[dict], delta: float, alpha: float) -> Optional[float]:
+    """The detectable rate of the cell with the fewest trials, at its level alpha /
+    cells (1.0 when that cell cannot reject at all)."""
+    if not tested:
+        return None
+    rate = detectable_rate(min(p["trials"] for p in tested), delta, alpha / len(tested), DETECTION_POWER)
+    return 1.0 if rate is None else rate
 
 
 def summarise_claims(suite: str, claims: dict[str, str], cell_results: Sequence[tuple[dict, dict]],
@@ -144,6 +185,9 @@ def summarise_claims(suite: str, claims: dict[str, str], cell_results: Sequence[
             sprt_verdict=seq.verdict if seq else None,
             sprt_trials=seq.trials_used if seq else None,
             worst_p99=_largest(x.get("p99") for x in loose),
+            detectable_rate=detectable_rate(trials, delta, alpha, DETECTION_POWER) if trials else None,
+            detectable_rate_cell=_weakest_cell(tested, delta, alpha),
+            **_vacuity([p["vacuity"] for p in parts if "vacuity" in p]),
         ))
     return rows
 

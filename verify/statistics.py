@@ -41,6 +41,7 @@ __all__ = [
     "SPRTResult",
     "binomial_check",
     "critical_count",
+    "detectable_rate",
     "detection_power",
     "looseness",
     "looseness_from_logs",
@@ -223,6 +224,20 @@ def detection_power(trials: int, delta: float, factor: float, alpha: float) -> f
         return 0.0
     p1 = min(1.0, fac * float(delta))
     return float(stats.binom.sf(c - 1, n, p1))
+
+
+def detectable_rate(trials: int, delta: float, alpha: float, power: float = 0.9) -> Optional[float]:
+    """The smallest true failure rate that :func:`binomial_check` at level ``alpha``
+    reports VIOLATED with probability ``power`` after ``trials`` trials: with
+    ``c`` the :func:`critical_count`, ``P(Binomial(N, p) >= c) = I_p(c, N - c + 1)``
+    (regularised incomplete beta), increasing in p, so the rate is
+    ``beta.ppf(power, c, N - c + 1)``; None when no count can reject (``c > N``).
+    What HOLDS means for a run: rates below this one may go unseen."""
+    c = critical_count(trials, delta, alpha)
+    n = int(trials)
+    if c > n:
+        return None
+    return float(stats.beta.ppf(check_probability(power, "power"), c, n - c + 1))
 
 
 def min_trials_to_detect(

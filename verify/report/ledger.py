@@ -7,8 +7,11 @@ rules: e.g. ``verify/suites/strategy_analysis.py``); this module gathers them
 in the registry's order and holds the rules every suite shares.
 
 Verdicts: SUPPORTED, NOT SUPPORTED, SUPPORTED ONLY IN REGIME (the regimes
-named), NOT CHECKED (with the reason) and NOT RUN (the suite that judges it
-was not part of the run, or could not run here: the reason is given). The
+named), HOLDS BUT VACUOUS (every form holds, and none is ever below the trivial
+maximum of its quantity; "SUPPORTED; VACUOUS FORMS ..." when only some are),
+NOT CHECKED (with the reason), NOT JUDGED (the run's verdict rules are not
+today's: ``verify/rules.py``) and NOT RUN (the suite that judges it was not
+part of the run, or could not run here: the reason is given). The
 real-attention entries (their rules: ``verify/suites/real_analysis.py``) add
 PASSED (the forward-pass precondition), MEASURED (a table with no claim to
 judge) and INCONCLUSIVE (the intervals decide neither way). The shared rule,
@@ -64,6 +67,17 @@ def bound_entry(results: dict, suite: str, claims: list[str], wrong: list[str], 
     evidence = "; ".join(_row_evidence(r) for r in rows)
     evidence += "; planted: " + ", ".join(f"{p['claim']} {p['verdict']}" for p in planted)
     verdict = ("NOT CHECKED" if not rows else "SUPPORTED" if held and caught else "NOT SUPPORTED")
+    # Vacuity (issue 17): a form that is never below the trivial maximum of its
+    # quantity holds for free; the verdict says so instead of SUPPORTED.
+    known = [r for r in rows if r.get("biting_fraction") is not None]
+    vacuous = [r["claim"] for r in known if r["biting_fraction"] == 0]
+    if known:
+        evidence += "; below the trivial maximum (bites) in: " + ", ".join(
+            f"{r['claim']} {100 * r['biting_fraction']:.3g}% of cases (bound / maximum at least "
+            f"{r['min_bound_over_trivial']:.3g})" for r in known)
+    if verdict == "SUPPORTED" and vacuous:
+        verdict = ("HOLDS BUT VACUOUS" if len(vacuous) == len(known) == len(rows)
+                   else "SUPPORTED; VACUOUS FORMS " + ", ".join(vacuous))
     return {"claim": title, "statement": statement, "regime": regime, "verdict": verdict,
             "evidence": evidence or "the run judged none of these claims"}
 

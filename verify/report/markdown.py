@@ -31,16 +31,32 @@ def _sprt(v: dict) -> str:
     return f"{v['sprt_verdict']} ({v['sprt_trials']})"
 
 
+def _bites(v: dict) -> str:
+    """The share of checked cases where an upper bound is below the trivial maximum
+    of its quantity ("never" flags a vacuous bound)."""
+    share = v.get("biting_fraction")
+    if share is None:
+        return "-"
+    return "never" if share == 0 else f"{100 * share:.3g}%"
+
+
+def _power(v: dict) -> str:
+    if v.get("p_value") is None:
+        return "-"
+    return f"{number(v.get('detectable_rate'))}, {number(v.get('detectable_rate_cell'))}"
+
+
 def verdict_table(verdicts: list[dict]) -> str:
     head = ("| suite | claim | verdict | failures / trials | failure rate [95% CI] vs delta "
-            "| p-value | SPRT (trials) | median ratio | p99 ratio | worst ratio | worst rel. diff |")
-    lines = [head, "|" + "---|" * 11]
+            "| p-value | detectable rate (90%): pooled, weakest cell | SPRT (trials) | median ratio "
+            "| p99 ratio | worst ratio | worst rel. diff | bites |")
+    lines = [head, "|" + "---|" * 13]
     for v in verdicts:
         lines.append(
             f"| {v['suite']} | {v['claim']} | **{v['verdict']}** | "
-            f"{v['violations']} / {v['checked']} | {_rate(v)} | {number(v.get('p_value'))} | {_sprt(v)} | "
+            f"{v['violations']} / {v['checked']} | {_rate(v)} | {number(v.get('p_value'))} | {_power(v)} | {_sprt(v)} | "
             f"{number(v['median_of_cell_medians'])} | {number(v.get('worst_p99'))} | "
-            f"{number(v['worst_ratio'])} | {number(v.get('worst_relative_difference'))} |"
+            f"{number(v['worst_ratio'])} | {number(v.get('worst_relative_difference'))} | {_bites(v)} |"
         )
     return "\n".join(lines)
 
@@ -108,7 +124,13 @@ failed; the exact one-sided binomial test of "failure rate <= delta" gives the
 p-value (pooled over cells; each cell is also tested at alpha / cells); the
 verdict is VIOLATED at p < alpha = 1e-6. A failure count above zero is expected
 at rate up to delta. Claims ending in `-wrong` are planted wrong bounds: CAUGHT
-means the test has the power to reject them. {false_alarm_budget(results['verdicts'])}
+means the test has the power to reject them. Detectable rate: the true failure
+rate the pooled test (and the per-cell test of the cell with fewest trials)
+reports VIOLATED with probability 0.9; a HOLDS says nothing about rates below
+it. Bites: the share of checked cases where an upper bound lies below the
+trivial maximum of its quantity (a tail mass 1 - k/n, an l2 distance sqrt 2,
+an entry 1, ...); "never" means the bound holds for free (HOLDS BUT VACUOUS in
+the ledger). {false_alarm_budget(results['verdicts'])}
 
 {verdict_table(results['verdicts'])}
 

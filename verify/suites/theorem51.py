@@ -117,7 +117,9 @@ def run_cell(cell: dict) -> dict[str, Any]:
     sigma_median = float(np.median(s["sigma"]))
     return {
         "T5.1": claim_result(broke[met], gap[met], delta, ALPHA),
-        "T5.1-max": claim_result(log_max > log_bound, log_max - log_bound, delta, ALPHA),
+        # An entry is at most 1: the bound bites where it is below 1.
+        "T5.1-max": claim_result(log_max > log_bound, log_max - log_bound, delta, ALPHA,
+                                 log_bound_over_trivial=log_bound),
         "T5.1-wrong": claim_result(broke[met_wrong], gap[met_wrong], delta, ALPHA),
         "profile": {
             "n": cell["n"], "num_keys": num_keys, "eps": eps.tolist(),
