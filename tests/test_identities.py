@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -471,3 +472,15 @@ def test_tiny_tail_below_float_range_is_finite_in_logs():
     assert lt[0] == pytest.approx(want, abs=1e-12)
     assert lt[1] == pytest.approx(-2001.0, abs=1e-12)
     assert np.isneginf(lt[2])
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("n", [2, 4, 8, 64])
+def test_an_entry_equal_to_eps_counts_as_small(n, dtype):
+    """Definition 3.2 counts s_ij <= eps: at uniform scores every entry is exactly
+    1/n (a power of two here, so exact in floating point), and at eps = 1/n all n
+    are small, none effective; just below 1/n none is small."""
+    logits = jnp.zeros((3, n), dtype)
+    assert np.all(np.asarray(st.num_small_entries(logits, 1.0 / n)) == n)
+    assert np.all(np.asarray(st.num_effective_entries(logits, 1.0 / n)) == 0)
+    assert np.all(np.asarray(st.num_small_entries(logits, 0.99 / n)) == 0)

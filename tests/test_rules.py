@@ -35,6 +35,13 @@ def test_the_constants_in_use_are_the_declared_rules():
 
     by_name = {f"{r.scope}.{r.name}": r.value for r in rules.all_rules()}
     assert claims.ALPHA == by_name["shared.alpha"] == 1e-6
+    # The documented values of the shared rules (docs/usage.md): a change is a decision.
+    assert {k: v for k, v in by_name.items() if k.startswith("shared.")} == {
+        "shared.alpha": 1e-6, "shared.exact_tolerance": 1e-9, "shared.sprt_factor": 2.0,
+        "shared.sprt_beta": 1e-3, "shared.bootstrap_resamples": 400, "shared.detection_power": 0.9,
+        "shared.biting_margin": 1e-9}
+    from verify import statistics
+    assert statistics.BOOTSTRAP == 400
     assert strategy_analysis.PERSIST_SLOPE == by_name["strategies.persist_slope"]
     assert sharp_analysis.SLOPE_TOLERANCE == by_name["sharp_laws.slope_tolerance"]
 

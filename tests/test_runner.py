@@ -232,3 +232,20 @@ def test_the_console_script_exits_130_at_once_after_ctrl_c(monkeypatch):
     with pytest.raises(SystemExit) as failed:
         cli.entry()
     assert failed.value.code == 1 and exits == [130]
+
+
+def test_a_saved_cell_of_another_configuration_is_computed_again(coin, tmp_path):
+    """A cell file at the same path whose configuration differs (an older code's
+    cell, another seed) is not reused: its result would belong to another experiment."""
+    out = tmp_path / "run"
+    assert _run(out) == 0
+    path = out / "cells" / "coin" / "n2-s30.json"
+    saved = json.loads(path.read_text())
+    saved["cell"]["seed_base"] += 1
+    saved["result"]["coin-edge"]["failures"] = 29  # what the other experiment found
+    path.write_text(json.dumps(saved))
+    CELLS_RUN.clear()
+    assert _run(out) == 0
+    assert CELLS_RUN == ["n2-s30"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["verdicts"][0]["violations"] == 0 and results["cells_reused"] == 2

@@ -55,3 +55,12 @@ def test_trial_keys_are_the_cells_split_stream_checked_distinct():
     np.testing.assert_array_equal(sampling.trial_keys(5, 10), jax.random.split(jax.random.fold_in(base, 1), 10))
     np.testing.assert_array_equal(sampling.trial_keys(5, 10, stream=None), jax.random.split(base, 10))
     assert not np.array_equal(sampling.trial_keys(5, 10, stream=2), sampling.trial_keys(5, 10, stream=1))
+
+
+@pytest.mark.parametrize("model", [st.Gaussian(1.0), st.Rademacher(1.0)])
+def test_every_seed_is_a_fresh_draw(model):
+    """A sampler that ignored its key would repeat one draw: every seed's row of
+    scores (and its sigma_i, which depends on the seed's query) must differ."""
+    rows = sampling.sample_row_scores(model, 32, 8, "cross", 60, 11)
+    assert np.unique(np.asarray(rows.scores), axis=0).shape[0] == 60
+    assert np.unique(np.asarray(rows.sigma)).size > 1

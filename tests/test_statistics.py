@@ -446,3 +446,12 @@ def test_detectable_rate_is_where_the_power_reaches_90_percent(trials, alpha):
 def test_detectable_rate_of_a_run_too_small_to_reject_is_none():
     assert statistics.detectable_rate(3, 0.05, 1e-6) is None  # 0.05^3 > 1e-6: no count rejects
     assert statistics.detectable_rate(100, 0.05, 1e-6 / 8) == pytest.approx(0.2499, abs=1e-3)  # ~5 delta
+
+
+def test_critical_count_at_a_p_value_exactly_equal_to_alpha():
+    """binomial_check rejects only at p < alpha: a count whose p-value is alpha
+    exactly is not critical, and the next one is."""
+    alpha = float(stats.binom.sf(4, 20, 0.1))  # the p-value of 5 failures in 20, exactly
+    assert binomial_check(5, 20, 0.1, alpha).verdict == "HOLDS"
+    assert binomial_check(6, 20, 0.1, alpha).verdict == "VIOLATED"
+    assert critical_count(20, 0.1, alpha) == 6
