@@ -521,3 +521,12 @@ def test_runner_end_to_end_tiny_preset(monkeypatch, tmp_path):
     again = runner.run(["sharp_laws"], "tiny", None, out, progress=False)
     assert again["cells_reused"] == len(cells)
     assert again["analysis"]["sharp_laws"]["phase"] == json.loads(json.dumps(a["phase"]))
+
+
+@pytest.mark.parametrize("rel_last, close", [(sharp_analysis.LAW_TOLERANCE - 1e-4, True),
+                                             (sharp_analysis.LAW_TOLERANCE + 1e-4, False),
+                                             (-sharp_analysis.LAW_TOLERANCE - 1e-4, False)])
+def test_law_check_tolerance_on_both_sides(rel_last, close):
+    """The 2% + 2 SE rule at its boundary (SE 0 here), above and below the law."""
+    check = sharp_analysis._law_check(_rows([0.5, rel_last], se=0.0, lengths=(256, 4096)))
+    assert check["close"] is close and check["shrinks"]

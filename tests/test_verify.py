@@ -279,3 +279,14 @@ def test_theorem61_wrong_bound_made_valid_is_missed(tiny_theorem61, monkeypatch,
         verdicts = {v["claim"]: v["verdict"] for v in json.load(f)["verdicts"]}
     assert verdicts["T6.1-wrong"] == "MISSED"
     assert verdicts["T6.2-wrong"] == "CAUGHT"
+
+
+@pytest.mark.parametrize("last, verdict", [(0.049, "SUPPORTED"), (0.051, "NOT SUPPORTED")])
+def test_figure1_rule_on_both_sides_of_its_threshold(last, verdict):
+    """'Fallen to 0': the mean E(eps) at the largest n at most FIGURE1_FALL (5%) of its peak."""
+    assert theorem51.FIGURE1_FALL == 0.05
+    cells = [{"cell": {"model": "gaussian", "mode": "cross", "n": n},
+              "result": {"profile": {"eps": [0.1], "effective_mean": [mean]}}}
+             for n, mean in ((64, 0.4), (256, 1.0), (1024, last))]
+    entry = theorem51._figure1_entry({"suites": ["theorem51"], "cells": {"theorem51": cells}})
+    assert entry["verdict"] == verdict
