@@ -315,3 +315,14 @@ def test_head_types_and_their_summary():
     rows = {t["type"]: t for t in real_analysis._by_type(types, exponents, law)}
     assert rows["sink"]["median_C"] == 0.2 and rows["sink"]["within_law"] == 0.0
     assert rows["local"]["within_law"] == 1.0 and rows["other"]["median_law_ratio"] == 2.5
+
+
+def test_law_factor_and_sink_rules_on_both_sides_of_their_thresholds():
+    factor = real_analysis.LAW_FACTOR
+    ratios = np.array([1 / factor - 1e-9, 1 / factor, 1.0, factor, factor + 1e-9])
+    assert real_analysis.within_law(ratios).tolist() == [False, True, True, True, False]
+    edge = real_analysis.SINK_HEAD
+    sink = np.array([[edge, edge + 1e-9, 0.0, 0.0]])
+    local = np.array([[0.0, 0.0, edge, edge + 1e-9]])
+    # "More than" the threshold: exactly at it is not a sink (or local) head.
+    assert real_analysis.head_types(sink, local).tolist() == [["other", "sink", "other", "local"]]

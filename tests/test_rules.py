@@ -25,7 +25,8 @@ def test_every_rule_has_a_one_line_reason_and_a_json_value():
         json.dumps(r.value)
     names = {(r.scope, r.name) for r in declared}
     assert {("shared", "alpha"), ("strategies", "persist_slope"), ("strategies", "slope_grouping"),
-            ("sharp_laws", "slope_tolerance"), ("real_attention", "forward_perplexity_limit"),
+            ("sharp_laws", "slope_band"), ("sharp_laws", "drift"), ("sharp_laws", "condensed"),
+            ("real_attention", "forward_perplexity_limit"),
             ("theorem51", "figure1_fall")} <= names
 
 
@@ -43,7 +44,7 @@ def test_the_constants_in_use_are_the_declared_rules():
     from verify import statistics
     assert statistics.BOOTSTRAP == 400
     assert strategy_analysis.PERSIST_SLOPE == by_name["strategies.persist_slope"]
-    assert sharp_analysis.SLOPE_TOLERANCE == by_name["sharp_laws.slope_tolerance"]
+    assert sharp_analysis.SLOPE_BAND == by_name["sharp_laws.slope_band"]
 
 
 def test_rule_refuses_a_missing_reason_and_a_second_value():

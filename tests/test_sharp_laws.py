@@ -318,14 +318,17 @@ REM_LENGTHS = (2**8, 2**10, 2**12, 2**14, 2**16)
 
 def _rem_results(c, k_of_n=None, seeds=32, noise=1e-3, seed=0):
     """Synthetic rem results: per seed, k_eps is the finite-n law (or k_of_n(n, eps))
-    times (1 + tiny noise), rounded."""
+    times (1 + tiny noise), rounded up (a window is the smallest integer that
+    reaches the level)."""
     rng = np.random.default_rng(seed)
     out = []
     for n in REM_LENGTHS:
         sigma = float(gl.rem_score_scale(c, n))
         law = [float(gl.window_size_law(n, sigma, eps)) for eps in sharp_laws.WINDOW_EPS]
-        centre = law if k_of_n is None else [k_of_n(n, eps) for eps in sharp_laws.WINDOW_EPS]
-        k = [np.maximum(1, np.round(m * (1 + noise * rng.standard_normal(seeds)))).astype(int).tolist()
+        # The continuous law before its floor at one entry.
+        continuous = [n * float(gl.window_fraction_law(sigma, eps)) for eps in sharp_laws.WINDOW_EPS]
+        centre = continuous if k_of_n is None else [k_of_n(n, eps) for eps in sharp_laws.WINDOW_EPS]
+        k = [np.maximum(1, np.ceil(m * (1 + noise * rng.standard_normal(seeds)))).astype(int).tolist()
              for m in centre]
         out.append({"kind": "rem", "n": n, "c": c, "sigma": sigma, "window_eps": list(sharp_laws.WINDOW_EPS),
                     "k_eps": k, "law": law})
@@ -369,15 +372,75 @@ def test_phase_diagram_rejects_a_wrong_measurement_and_judges_the_trend(fast_boo
     def piecewise(slopes):
         def k(n, eps):
             i = REM_LENGTHS.index(n)
-            return 10.0 * math.exp(sum(s * math.log(4) for s in slopes[:i]))
+            return 1000.0 * math.exp(sum(s * math.log(4) for s in slopes[:i]))
         return k
     away = sharp_analysis.phase_diagram(_rem_results(1.0, piecewise([0.6, 0.7, 0.8, 0.9])))[0]
     toward = sharp_analysis.phase_diagram(_rem_results(1.0, piecewise([0.9, 0.8, 0.7, 0.6])))[0]
     np.testing.assert_allclose(away["local_slopes"], [0.6, 0.7, 0.8, 0.9], atol=0.01)
     assert not away["toward_limit"] and toward["toward_limit"]
-    # A flat window at c = 1 is "collapsed" by the rule (upper end below 0.1).
+    # A flat window at c = 1 is "condensed" by the rule (no growth detected).
     flat = sharp_analysis.phase_diagram(_rem_results(1.0, lambda n, eps: 3.0, noise=0.0))[0]
     assert flat["collapsed"] and flat["fitted"]["high"] == pytest.approx(0.0, abs=1e-12)
+    # A window growing like n^0.05: growth detected, not condensed.
+    slow = sharp_analysis.phase_diagram(_rem_results(2.0, lambda n, eps: 5.0 * n**0.05))[0]
+    assert slow["fitted"]["low"] > 0 and not slow["collapsed"]
+
+
+def test_slope_band_rule_on_both_sides_of_its_edges():
+    fit = {"slope": 0.64, "low": 0.63, "high": 0.65}
+    assert sharp_analysis.band_meets(fit, (0.649, 0.633))       # band inside
+    assert sharp_analysis.band_meets(fit, (0.65, 0.70))         # touches the upper end
+    assert sharp_analysis.band_meets(fit, (0.60, 0.63))         # touches the lower end
+    assert not sharp_analysis.band_meets(fit, (0.6501, 0.70))   # just above
+    assert not sharp_analysis.band_meets(fit, (0.60, 0.6299))   # just below
+
+
+def test_drift_rule_on_both_sides():
+    falling = {"curvature": -0.01, "low": -0.02, "high": -1e-6}
+    rising = {"curvature": 0.01, "low": 1e-6, "high": 0.02}
+    unclear = {"curvature": -0.01, "low": -0.02, "high": 1e-6}
+    # Above the limit the local exponent must fall, below it rise; 0 inside the interval: no drift.
+    assert sharp_analysis.drifts_toward(falling, 0.8, 0.5)
+    assert not sharp_analysis.drifts_toward(rising, 0.8, 0.5)
+    assert not sharp_analysis.drifts_toward(unclear, 0.8, 0.5)
+    assert sharp_analysis.drifts_toward(rising, 0.3, 0.5)
+    assert not sharp_analysis.drifts_toward(falling, 0.3, 0.5)
+    assert not sharp_analysis.drifts_toward(falling, 0.5, 0.5)
+
+
+def test_condensed_rule_on_both_sides():
+    assert sharp_analysis.condensed({"slope": 0.01, "low": 0.0, "high": 0.02})
+    assert sharp_analysis.condensed({"slope": 0.01, "low": -0.01, "high": 0.03})
+    assert not sharp_analysis.condensed({"slope": 0.02, "low": 1e-6, "high": 0.04})
+
+
+def test_loglog_curvature_recovers_a_known_curvature(fast_bootstrap):
+    lengths = np.array(REM_LENGTHS, dtype=float)
+    x = np.log(lengths) - np.log(lengths).mean()
+    rng = np.random.default_rng(3)
+    for q in (-0.02, 0.0, 0.03):
+        mean = np.exp(1.0 + 0.7 * x + q * x**2)
+        values = mean[:, None] * (1 + 1e-3 * rng.standard_normal((len(lengths), 64)))
+        fit = statistics.loglog_curvature(lengths, values)
+        assert fit["curvature"] == pytest.approx(q, abs=1e-3)
+        assert fit["low"] <= q <= fit["high"] or abs(fit["curvature"] - q) < 1e-3
+    with pytest.raises(ValueError, match="3 lengths"):
+        statistics.loglog_curvature(lengths[:2], np.ones((2, 4)))
+
+
+def test_quenched_reading_of_the_window_law():
+    lengths = np.array([2.0**8, 2.0**16, 2.0**40, 2.0**200])
+    sigma = np.asarray(gl.rem_score_scale(1.0, lengths))
+    level = sharp_analysis._quenched_eps(lengths, sigma, 0.1)
+    # Below eps (the truncated normaliser is smaller), rising to eps for c < sqrt 2.
+    assert np.all(level < 0.1) and np.all(np.diff(level) > 0) and level[-1] == pytest.approx(0.1, rel=1e-3)
+    # At c = 1 the quenched window is larger and grows more slowly over a preset grid.
+    grid = np.array(REM_LENGTHS, dtype=float)
+    annealed = sharp_analysis._law_slope(grid, 1.0, 0.1)
+    quenched = sharp_analysis._law_slope(grid, 1.0, 0.1, quenched=True)
+    assert quenched < annealed and annealed - quenched < 0.05
+    low, high = sharp_analysis.law_band(grid, 1.0, 0.1)
+    assert low <= quenched < annealed <= high and high - low < 0.05
 
 
 # --------------------------------------------------------------------------
@@ -390,7 +453,7 @@ FAILS = sharp_analysis._law_check(_rows([0.1, 0.1]))
 
 def _synthetic_analysis(window=(True, True), planted_window=(False, False), other=(True, True),
                         jensen=(False, False), phase_agrees=(True, True), planted_phase=(False, False),
-                        collapsed=True):
+                        collapsed=True, drift=(True, True)):
     assert HOLDS["holds"] and not FAILS["holds"]
     sigmas = (0.5, 2.0)
     a = {"window_laws": [{"sigma": s, "eps": 0.1, "check": HOLDS if ok else FAILS,
@@ -400,16 +463,20 @@ def _synthetic_analysis(window=(True, True), planted_window=(False, False), othe
                          "normaliser_wrong_check": HOLDS if wrong else FAILS}
                         for s, ok, wrong in zip(sigmas, other, jensen)]}
     phase = []
-    for c, agrees, planted in zip((0.75, 1.0), phase_agrees, planted_phase):
+    for c, agrees, planted, toward in zip((0.75, 1.0), phase_agrees, planted_phase, drift):
         phase.append({"c": c, "eps": 0.1, "regime": "sparse", "fitted": {"slope": 0.6, "low": 0.55, "high": 0.65},
-                      "law_slope": 0.6, "wrong_law_slope": 0.8, "limit": 1 - c**2 / 2,
-                      "local_slopes": [0.7, 0.6], "law_local_slopes": [0.72, 0.61],
+                      "law_slope": 0.6, "law_band": [0.6, 0.59], "wrong_law_slope": 0.8,
+                      "wrong_law_band": [0.8, 0.79], "limit": 1 - c**2 / 2,
+                      "curvature": {"curvature": -0.01, "low": -0.02, "high": -0.001 if toward else 0.001},
+                      "law_curvature": -0.01, "local_slopes": [0.7, 0.6], "law_local_slopes": [0.72, 0.61],
                       "lengths": [256, 4096], "mean_k": [10.0, 100.0],
                       "rel_last": 0.01, "law_agrees": agrees, "wrong_law_agrees": planted,
-                      "toward_limit": True, "collapsed": False})
+                      "toward_limit": toward, "collapsed": False})
     phase.append({"c": 2.0, "eps": 0.1, "regime": "collapse",
-                  "fitted": {"slope": 0.0, "low": -0.01, "high": 0.02 if collapsed else 0.3},
-                  "law_slope": 0.0, "wrong_law_slope": 0.2, "limit": 0.0, "local_slopes": [0.0, 0.0],
+                  "fitted": {"slope": 0.0, "low": -0.01 if collapsed else 0.1, "high": 0.3},
+                  "curvature": {"curvature": -0.01, "low": -0.02, "high": -0.001}, "law_curvature": 0.0,
+                  "law_slope": 0.0, "law_band": [0.0, 0.1], "wrong_law_slope": 0.2,
+                  "wrong_law_band": [0.2, 0.3], "limit": 0.0, "local_slopes": [0.0, 0.0],
                   "law_local_slopes": [0.0, 0.0],
                   "lengths": [256, 4096], "mean_k": [1.0, 1.0], "rel_last": 0.0, "law_agrees": True,
                   "wrong_law_agrees": False, "toward_limit": False, "collapsed": collapsed})
@@ -417,10 +484,16 @@ def _synthetic_analysis(window=(True, True), planted_window=(False, False), othe
     return a
 
 
+ROWS = {"window": "Sharp law (THEORY_NOTES", "other": "Sharp laws:", "rem": "Sharp law, REM",
+        "title": "Title in the REM regime", "drift": "REM exponent", "condensed": "Theorem 5.1 Part 2"}
+
+
 def _verdicts(a):
     entries = sharp_analysis.sharp_law_entries(a)
-    assert len(entries) == 5
-    return {e["claim"].split(":")[0]: e["verdict"] for e in entries}
+    assert len(entries) == 6
+    out = {key: [e["verdict"] for e in entries if e["claim"].startswith(start)] for key, start in ROWS.items()}
+    assert all(len(v) == 1 for v in out.values()), out
+    return {key: v[0] for key, v in out.items()}
 
 
 def test_ledger_all_supported():
@@ -430,25 +503,22 @@ def test_ledger_all_supported():
 
 def test_ledger_supported_only_in_regime():
     v = _verdicts(_synthetic_analysis(window=(True, False), other=(False, True),
-                                      phase_agrees=(False, True), collapsed=False))
-    window = next(val for k, val in v.items() if k.startswith("Sharp law (THEORY_NOTES"))
-    assert window == "SUPPORTED ONLY IN REGIME sigma=0.5 eps=0.1"
-    assert v["Sharp laws"] == "SUPPORTED ONLY IN REGIME sigma=2"
-    rem = next(val for k, val in v.items() if k.startswith("Sharp law, REM"))
-    assert rem == "SUPPORTED ONLY IN REGIME c=1 eps=0.1"
-    assert v["Theorem 5.1 Part 2 / REM collapse"] == "NOT SUPPORTED"
+                                      phase_agrees=(False, True), collapsed=False, drift=(True, False)))
+    assert v["window"] == "SUPPORTED ONLY IN REGIME sigma=0.5 eps=0.1"
+    assert v["other"] == "SUPPORTED ONLY IN REGIME sigma=2"
+    assert v["rem"] == "SUPPORTED ONLY IN REGIME c=1 eps=0.1"
+    assert v["drift"] == "SUPPORTED ONLY IN REGIME c=0.75 eps=0.1"
+    assert v["condensed"] == "NOT SUPPORTED"
     # Nothing fails: a failing regime of one law does not leak into the others.
-    assert v["Title in the REM regime"] == "SUPPORTED"
+    assert v["title"] == "SUPPORTED"
 
 
 def test_ledger_regime_with_accepted_planted_law_is_not_supported():
     v = _verdicts(_synthetic_analysis(planted_window=(False, True), jensen=(True, True),
                                       planted_phase=(True, False)))
-    window = next(val for k, val in v.items() if k.startswith("Sharp law (THEORY_NOTES"))
-    assert window == "SUPPORTED ONLY IN REGIME sigma=0.5 eps=0.1"
-    assert v["Sharp laws"] == "NOT SUPPORTED"
-    rem = next(val for k, val in v.items() if k.startswith("Sharp law, REM"))
-    assert rem == "SUPPORTED ONLY IN REGIME c=1 eps=0.1"
+    assert v["window"] == "SUPPORTED ONLY IN REGIME sigma=0.5 eps=0.1"
+    assert v["other"] == "NOT SUPPORTED"
+    assert v["rem"] == "SUPPORTED ONLY IN REGIME c=1 eps=0.1"
     entries = sharp_analysis.sharp_law_entries(_synthetic_analysis(planted_window=(False, True)))
     assert "accepted (no power)" in entries[0]["evidence"]
 
@@ -514,7 +584,8 @@ def test_runner_end_to_end_tiny_preset(monkeypatch, tmp_path):
     for claim in ("Sharp law (THEORY_NOTES, beyond the paper): k_eps / n",
                   "Sharp laws: normaliser ln n + sigma^2/2",
                   "Sharp law, REM scaling sigma = c sqrt(ln n)",
-                  "Title in the REM regime", "Theorem 5.1 Part 2 / REM collapse"):
+                  "Title in the REM regime", "REM exponent (ours)",
+                  "Theorem 5.1 Part 2 as THEORY_NOTES read it"):
         assert claim in claims, claim
     assert "**NOT RUN**" in claims  # the other suites
 

@@ -547,6 +547,31 @@ def loglog_slope(lengths: np.ndarray, values: np.ndarray, seed: int = 0) -> dict
     return {"slope": float(slope(*samples)), "low": float(low), "high": float(high)}
 
 
+def loglog_curvature(lengths: np.ndarray, values: np.ndarray, seed: int = 0) -> dict:
+    """Curvature of ``log mean(values[i])`` in ``log lengths[i]``: the coefficient
+    q of the least-squares quadratic ``a + b x + q x^2`` (x = log n, centred), so
+    that the local exponent ``d log mean / d log n = b + 2 q x`` changes by
+    ``2 q`` per unit of log n. Percentile bootstrap 95% interval resampling the
+    seeds of each length independently, as :func:`loglog_slope`:
+    ``{"curvature", "low", "high"}``. Needs at least three lengths."""
+    x = np.log(np.asarray(lengths, dtype=float))
+    if x.size < 3:
+        raise ValueError(f"a curvature needs at least 3 lengths, got {x.size}.")
+    x = x - x.mean()
+    # Row 2 of the pseudo-inverse of [1, x, x^2] maps log means to q.
+    to_curvature = np.linalg.pinv(np.stack([np.ones_like(x), x, x**2], axis=1))[2]
+
+    def curvature(*samples, axis=-1):
+        log_means = np.log(np.stack([np.mean(v, axis=axis) for v in samples], axis=-1))
+        return np.sum(to_curvature * log_means, axis=-1)
+
+    samples = tuple(np.asarray(values, dtype=float))
+    result = stats.bootstrap(samples, curvature, n_resamples=BOOTSTRAP, vectorized=True, paired=False,
+                             method="percentile", rng=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    return {"curvature": float(curvature(*samples)), "low": float(low), "high": float(high)}
+
+
 def t_interval(x, bonferroni: int = 1) -> tuple[float, float, float]:
     """Mean over chunks with a Student t 95% interval (Bonferroni over ``bonferroni``)."""
     x = np.asarray(x, dtype=float)

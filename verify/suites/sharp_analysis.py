@@ -10,11 +10,16 @@ real laws and to planted wrong ones, which they must reject):
 * the fitted exponent of ``k_eps ~ n^C`` (log-log slope of the mean window
   over the whole grid, percentile bootstrap 95% interval over seeds) agrees
   with the finite-n law ``n Phibar(c sqrt(ln n) + Phi^{-1}(eps))`` when the
-  law's own slope over the same grid lies in the interval widened by
-  ``SLOPE_TOLERANCE``; it moves toward the limit ``1 - c^2/2`` when the local
-  slope over the top two lengths is closer to the limit than over the bottom
-  two; collapse (c > sqrt(2)) means the interval's upper end is below
-  ``COLLAPSE_SLOPE``.
+  interval meets the law's own finite-n band (``SLOPE_BAND``): the slopes, over
+  the same grid, of its annealed reading (normaliser at its mean) and of its
+  quenched reading (normaliser truncated at the typical maximum score), each
+  for the continuous window k and for k + 1 (a window is an integer);
+* the local exponent moves toward the limit ``max(0, 1 - c^2/2)``
+  (``DRIFT``) when the bootstrap 95% interval of the curvature of
+  ``log mean k_eps`` in ``log n`` excludes 0 on the limit's side;
+* in the condensed regime (c > sqrt(2)) the window is O(1) at the lengths run
+  (``CONDENSED``) when the fitted exponent's interval reaches 0 (no growth
+  detected); its drift toward 0 is reported beside it.
 """
 
 from __future__ import annotations
@@ -28,15 +33,23 @@ from sparsity_theory import bounds, gaussian_laws as laws
 from verify.report.figures import pyplot, save_figure, styled
 from verify.report.ledger import not_run_entry, regime_verdict
 from verify.rules import rule
-from verify.statistics import loglog_slope
+from verify.statistics import loglog_curvature, loglog_slope
 
 LAW_TOLERANCE = rule("sharp_laws", "law_tolerance", 0.02, "a law of a mean is consistent within 2% + 2 SE "
                      "at the largest n: a law's finite-n correction, not noise, is what the 2% allows (a choice)")
-SLOPE_TOLERANCE = rule("sharp_laws", "slope_tolerance", 0.03, "the law's slope may sit 0.03 outside the fitted "
-                       "slope's interval: the law is itself a finite-n approximation (a choice; issue 17 asks "
-                       "for the law's own uncertainty instead)")
-COLLAPSE_SLOPE = rule("sharp_laws", "collapse_slope", 0.1, "collapse (c > sqrt 2) reads as the fitted exponent's "
-                      "interval below 0.1: O(1) windows up to a slow finite-n drift (a choice)")
+SLOPE_BAND = rule("sharp_laws", "slope_band", "annealed-quenched", "the finite-n window law's own "
+                  "uncertainty is the spread between its annealed reading (normaliser at its mean n e^{sigma^2/2}) "
+                  "and its quenched reading (normaliser without the scores above the typical maximum "
+                  "Phibar^{-1}(1/n)); both have the same limit for c < sqrt 2, so their gap is the size of the "
+                  "neglected finite-n term; each read for the continuous k and k + 1 (an integer window lies "
+                  "between); the law agrees when the fitted slope's 95% interval meets the band "
+                  "between their slopes (replaces a fixed +-0.03)")
+DRIFT = rule("sharp_laws", "drift", "curvature-95", "'the exponent moves toward its limit' reads as the "
+             "bootstrap 95% interval of the curvature of log mean k_eps in log n excluding 0 on the limit's "
+             "side: a statistic over all lengths (replaces comparing two noisy local slopes)")
+CONDENSED = rule("sharp_laws", "condensed", "slope-interval-reaches-0", "'the window stays O(1)' at the "
+                 "lengths run reads as no growth detected: the fitted exponent's 95% interval reaches 0 "
+                 "(replaces 'interval below 0.1')")
 # Planted wrong laws: half the exponential tilt in the window law, and the REM
 # exponent of a score scale c / sqrt(2) (C = 1 - c^2/4). The rules must reject both.
 WRONG_TILT = rule("sharp_laws", "wrong_tilt", 0.5, "planted law: half the exponential tilt; the rules "
@@ -152,16 +165,74 @@ def bounds_against_laws(fixed: list[dict], delta: float = 0.05) -> dict:
     return {"rows": rows, "collapse": collapse, "delta": delta}
 
 
-def _law_slope(lengths: np.ndarray, c: float, eps: float, factor: float = 1.0) -> float:
-    sig = np.asarray(laws.rem_score_scale(c * factor, lengths))
-    k = np.asarray(laws.window_size_law(lengths, sig, eps))
+def _quenched_eps(lengths: np.ndarray, sigma: np.ndarray, eps: float) -> np.ndarray:
+    """The tail-mass level at which the annealed window law, read with the
+    normaliser truncated at the typical maximum score, gives the quenched law.
+
+    The annealed law divides the kept mass by ``E sum_j e^{u_j} = n e^{sigma^2/2}``,
+    most of which, at sigma near ``sqrt(2 ln n)``, comes from scores above any a
+    row of n keys typically has. Without the standardised scores above
+    ``m = Phibar^{-1}(1/n)`` the normaliser is ``n e^{sigma^2/2} Phi(m - sigma)``,
+    so the window keeps tail mass ``eps Phi(m - sigma)`` in the annealed units.
+    ``Phi(m - sigma) -> 1`` for c < sqrt 2: both readings have one limit."""
+    typical_max = np.asarray(laws.inverse_phibar(1.0 / lengths))
+    return eps * np.exp(np.asarray(laws.log_phibar(sigma - typical_max)))
+
+
+def _law_windows(lengths: np.ndarray, c: float, eps: float, quenched: bool = False) -> np.ndarray:
+    sigma = np.asarray(laws.rem_score_scale(c, lengths))
+    level = _quenched_eps(lengths, sigma, eps) if quenched else eps
+    return np.asarray(laws.window_size_law(lengths, sigma, level))
+
+
+def _law_slope(lengths: np.ndarray, c: float, eps: float, factor: float = 1.0,
+               quenched: bool = False, discrete: bool = False) -> float:
+    """Log-log slope over ``lengths`` of the window law at ``c * factor``: its
+    annealed or quenched reading, continuous or plus one (a window is an integer
+    at least the continuous solution, so ``k`` and ``k + 1`` bracket it)."""
+    k = _law_windows(lengths, c * factor, eps, quenched) + (1.0 if discrete else 0.0)
     return float(np.polyfit(np.log(lengths), np.log(k), 1)[0])
 
 
+def law_band(lengths: np.ndarray, c: float, eps: float, factor: float = 1.0) -> tuple[float, float]:
+    """SLOPE_BAND: the smallest and largest slope of the law's four finite-n
+    readings (annealed or quenched normaliser; window ``k`` or ``k + 1``)."""
+    slopes = [_law_slope(lengths, c, eps, factor, quenched, discrete)
+              for quenched in (False, True) for discrete in (False, True)]
+    return min(slopes), max(slopes)
+
+
+def _law_curvature(lengths: np.ndarray, k: np.ndarray) -> float:
+    """Curvature of the law's ``log k`` in ``log n`` (as :func:`loglog_curvature`)."""
+    x = np.log(lengths) - np.log(lengths).mean()
+    return float(np.polyfit(x, np.log(k), 2)[0])
+
+
+def band_meets(fit: dict, band: tuple[float, float]) -> bool:
+    """SLOPE_BAND: the fitted slope's interval [low, high] meets the band [lo, hi]."""
+    return fit["low"] <= max(band) and min(band) <= fit["high"]
+
+
+def drifts_toward(curvature: dict, slope: float, limit: float) -> bool:
+    """DRIFT: the curvature's interval excludes 0 on the side of the limit (a
+    falling local exponent when the fitted slope is above the limit)."""
+    if slope > limit:
+        return curvature["high"] < 0
+    if slope < limit:
+        return curvature["low"] > 0
+    return False
+
+
+def condensed(fit: dict) -> bool:
+    """CONDENSED: no growth detected, the fitted exponent's interval reaches 0."""
+    return fit["low"] <= 0
+
+
 def phase_diagram(rem: list[dict]) -> list[dict]:
-    """Per (c, eps): fitted exponent with its interval, the finite-n law's slope
-    on the same grid, the limit ``max(0, 1 - c^2/2)``, local slopes (bottom and
-    top pairs of lengths) and the verdicts of the rules."""
+    """Per (c, eps): fitted exponent and curvature with their intervals, the
+    finite-n law's annealed and quenched slopes on the same grid, the limit
+    ``max(0, 1 - c^2/2)``, local slopes, and the outcomes of the rules (for the
+    real law and for the planted law at c / sqrt 2)."""
     groups = defaultdict(list)
     for r in rem:
         groups[r["c"]].append(r)
@@ -172,35 +243,37 @@ def phase_diagram(rem: list[dict]) -> list[dict]:
         for j, eps in enumerate(rows[0]["window_eps"]):
             values = np.array([r["k_eps"][j] for r in rows], dtype=float)  # (lengths, seeds)
             fit = loglog_slope(lengths, values)
+            curvature = loglog_curvature(lengths, values)
             means = values.mean(axis=1)
             law_k = np.array([r["law"][j] for r in rows])
             local = np.diff(np.log(means)) / np.diff(np.log(lengths))
             law_local = np.diff(np.log(law_k)) / np.diff(np.log(lengths))
             limit = float(laws.rem_window_exponent(c))
-            law_slope = _law_slope(lengths, c, eps)
-            wrong_slope = _law_slope(lengths, c, eps, WRONG_C_FACTOR)
+            band = law_band(lengths, c, eps)
+            wrong_band = law_band(lengths, c, eps, WRONG_C_FACTOR)
             regime = ("boundary" if abs(c - laws.REM_COLLAPSE_C) < 1e-9
                       else "sparse" if c < laws.REM_COLLAPSE_C else "collapse")
-
-            def agrees(slope: float) -> bool:
-                return fit["low"] - SLOPE_TOLERANCE <= slope <= fit["high"] + SLOPE_TOLERANCE
             out.append({
                 "c": c, "eps": eps, "regime": regime, "lengths": lengths.astype(int).tolist(),
-                "fitted": fit, "law_slope": law_slope, "limit": limit, "wrong_law_slope": wrong_slope,
+                "fitted": fit, "curvature": curvature, "law_slope": _law_slope(lengths, c, eps),
+                "law_band": list(band),
+                "law_curvature": _law_curvature(lengths, law_k), "limit": limit,
+                "wrong_law_slope": _law_slope(lengths, c, eps, WRONG_C_FACTOR),
+                "wrong_law_band": list(wrong_band),
                 "local_slopes": local.tolist(), "law_local_slopes": law_local.tolist(),
                 "mean_k": means.tolist(), "law_k": law_k.tolist(),
                 "rel_last": float(means[-1] / law_k[-1] - 1.0),
-                "law_agrees": agrees(law_slope), "wrong_law_agrees": agrees(wrong_slope),
-                "toward_limit": bool(abs(local[-1] - limit) < abs(local[0] - limit)),
-                "collapsed": bool(fit["high"] < COLLAPSE_SLOPE),
+                "law_agrees": band_meets(fit, band), "wrong_law_agrees": band_meets(fit, wrong_band),
+                "toward_limit": drifts_toward(curvature, fit["slope"], limit),
+                "collapsed": condensed(fit),
             })
     return out
 
 
 def analyse(cell_results) -> dict:
     fixed, rem = _split(cell_results)
-    out = {"rules": {"law_tolerance": LAW_TOLERANCE, "slope_tolerance": SLOPE_TOLERANCE,
-                     "collapse_slope": COLLAPSE_SLOPE, "wrong_tilt": WRONG_TILT,
+    out = {"rules": {"law_tolerance": LAW_TOLERANCE, "slope_band": SLOPE_BAND, "drift": DRIFT,
+                     "condensed": CONDENSED, "wrong_tilt": WRONG_TILT,
                      "wrong_c_factor": WRONG_C_FACTOR}}
     if fixed:
         out.update(window_laws=window_laws(fixed), other_laws=other_laws(fixed),
@@ -284,17 +357,19 @@ def bounds_markdown(a: dict) -> str:
 
 
 def phase_markdown(a: dict) -> str:
-    lines = ["| c | eps | regime | fitted C [95% CI] | finite-n law slope | limit 1 − c²/2 | "
-             "local slope bottom → top | law local bottom → top | mean k / law − 1 at largest n | "
-             "law agrees | toward limit | planted c/√2 law |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| c | eps | regime | fitted C [95% CI] | law band (annealed, quenched) | limit | "
+             "curvature [95% CI] | law curvature | local slope bottom → top | mean k / law − 1 at largest n | "
+             "law agrees | toward limit | planted c/√2 law |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in a["phase"]:
-        f = p["fitted"]
+        f, q = p["fitted"], p["curvature"]
         lines.append(
             f"| {p['c']:.4g} | {p['eps']:g} | {p['regime']} | {f['slope']:.3f} [{f['low']:.3f}, {f['high']:.3f}] | "
-            f"{p['law_slope']:.3f} | {p['limit']:.3f} | {p['local_slopes'][0]:.3f} → {p['local_slopes'][-1]:.3f} | "
-            f"{p['law_local_slopes'][0]:.3f} → {p['law_local_slopes'][-1]:.3f} | {_pct(p['rel_last'])} | "
+            f"{p['law_band'][0]:.3f}, {p['law_band'][1]:.3f} | {p['limit']:.3f} | "
+            f"{q['curvature']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}] | {p['law_curvature']:+.4f} | "
+            f"{p['local_slopes'][0]:.3f} → {p['local_slopes'][-1]:.3f} | {_pct(p['rel_last'])} | "
             f"{'yes' if p['law_agrees'] else 'no'} | {'yes' if p['toward_limit'] else 'no'} | "
-            f"{_planted(p['wrong_law_agrees'])} ({p['wrong_law_slope']:.3f}) |")
+            f"{_planted(p['wrong_law_agrees'])} ({p['wrong_law_band'][0]:.3f}, {p['wrong_law_band'][1]:.3f}) |")
     return "\n".join(lines)
 
 
@@ -308,9 +383,11 @@ def report(a: dict) -> str:
                   "### The paper's bounds against the sharp laws", "", bounds_markdown(a), ""]
     if "phase" in a:
         parts += ["### Phase diagram: k_eps ~ n^C at sigma = c sqrt(ln n)",
-                  f"Fitted C: log-log slope of the mean window over the grid, bootstrap 95% interval; "
-                  f"the law agrees when its slope is in the interval ± {SLOPE_TOLERANCE}; collapse: "
-                  f"interval below {COLLAPSE_SLOPE}.", "", phase_markdown(a), ""]
+                  "Fitted C: log-log slope of the mean window over the grid, bootstrap 95% interval; "
+                  "the law agrees when the interval meets the band of the slopes of its annealed "
+                  "and quenched readings (window k or k + 1); toward limit: the curvature's 95% interval excludes 0 on the "
+                  "limit's side; condensed (c > √2): the fitted interval reaches 0.", "",
+                  phase_markdown(a), ""]
     return "\n".join(parts)
 
 
@@ -478,36 +555,54 @@ def sharp_law_entries(a: dict) -> list[dict]:
         def fit(p):
             f = p["fitted"]
             return f"{f['slope']:.3f} [{f['low']:.3f}, {f['high']:.3f}]"
+
+        def band(b):
+            return f"[{min(b):.3f}, {max(b):.3f}]"
+
+        def drift(p):
+            q = p["curvature"]
+            return (f"curvature {q['curvature']:+.4f} [{q['low']:+.4f}, {q['high']:+.4f}] (finite-n law "
+                    f"{p['law_curvature']:+.4f})")
         held = [tag(p) for p in sparse if p["law_agrees"] and not p["wrong_law_agrees"]]
         failed = [tag(p) for p in sparse if not (p["law_agrees"] and not p["wrong_law_agrees"])]
-        out.append({"claim": "Sharp law, REM scaling sigma = c sqrt(ln n): the finite-n law "
-                    "n Phibar(c sqrt(ln n) + Phi^{-1}(eps)) predicts the fitted exponent (c < sqrt 2)",
-                    "statement": "the law's log-log slope over the grid lies in the bootstrap 95% interval of "
-                    "the fitted slope +- 0.03; the planted law at c / sqrt 2 must not",
+        out.append({"claim": "Sharp law, REM scaling sigma = c sqrt(ln n) (ours, beyond the paper): the "
+                    "finite-n law n Phibar(c sqrt(ln n) + Phi^{-1}(eps)) predicts the fitted exponent (c < sqrt 2)",
+                    "statement": "the bootstrap 95% interval of the fitted slope meets the law's finite-n band "
+                    "(slopes of its annealed and quenched readings, window k or k + 1); the planted law at c / sqrt 2 must not",
                     "regime": "Gaussian scores, c < sqrt(2), lengths of the preset",
                     "verdict": regime_verdict(held, failed),
-                    "evidence": "; ".join(f"{tag(p)}: fitted {fit(p)}, law {p['law_slope']:.3f}, planted "
-                                          f"{p['wrong_law_slope']:.3f} ({'accepted: no power' if p['wrong_law_agrees'] else 'rejected'})"
+                    "evidence": "; ".join(f"{tag(p)}: fitted {fit(p)}, law band {band(p['law_band'])}, planted "
+                                          f"{band(p['wrong_law_band'])} ({'accepted: no power' if p['wrong_law_agrees'] else 'rejected'})"
                                           f", mean k / law - 1 at the largest n {100 * p['rel_last']:+.1f}%"
                                           for p in sparse)})
-        held = [tag(p) for p in sparse if p["fitted"]["high"] < 1 and p["toward_limit"]]
-        failed = [tag(p) for p in sparse if not (p["fitted"]["high"] < 1 and p["toward_limit"])]
-        out.append({"claim": "Title in the REM regime: attention is n^C-sparse with C = 1 - c^2/2 < 1",
-                    "statement": "fitted exponent of k_eps sublinear (interval below 1) and the local slope over "
-                    "the top two lengths closer to 1 - c^2/2 than over the bottom two",
+        held = [tag(p) for p in sparse if p["fitted"]["high"] < 1]
+        failed = [tag(p) for p in sparse if not p["fitted"]["high"] < 1]
+        out.append({"claim": "Title in the REM regime (our reading: the paper never scales sigma with n): "
+                    "attention is n^C-sparse with C < 1",
+                    "statement": "upper end of the fitted exponent's 95% interval below 1",
                     "regime": "sigma = c sqrt(ln n), c < sqrt(2)", "verdict": regime_verdict(held, failed),
-                    "evidence": "; ".join(f"{tag(p)}: fitted {fit(p)}, local {p['local_slopes'][0]:.3f} -> "
-                                          f"{p['local_slopes'][-1]:.3f} (finite-n law: {p['law_local_slopes'][0]:.3f}"
-                                          f" -> {p['law_local_slopes'][-1]:.3f}), limit {p['limit']:.3f}"
+                    "evidence": "; ".join(f"{tag(p)}: fitted {fit(p)}, limit {p['limit']:.3f}" for p in sparse)})
+        held = [tag(p) for p in sparse if p["toward_limit"]]
+        failed = [tag(p) for p in sparse if not p["toward_limit"]]
+        out.append({"claim": "REM exponent (ours): the local exponent of k_eps moves toward C = 1 - c^2/2",
+                    "statement": "bootstrap 95% interval of the curvature of log mean k_eps in log n excludes 0 "
+                    "on the limit's side (the finite-n law's own curvature beside it: where it is inside the "
+                    "interval the run cannot see the drift)",
+                    "regime": "sigma = c sqrt(ln n), c < sqrt(2), lengths of the preset",
+                    "verdict": regime_verdict(held, failed),
+                    "evidence": "; ".join(f"{tag(p)}: fitted {fit(p)}, {drift(p)}, limit {p['limit']:.3f}"
                                           for p in sparse)})
         if collapse:
             held = [tag(p) for p in collapse if p["collapsed"]]
             failed = [tag(p) for p in collapse if not p["collapsed"]]
-            out.append({"claim": "Theorem 5.1 Part 2 / REM collapse: at c > sqrt(2) the window stays O(1)",
-                        "statement": "upper end of the fitted exponent's interval below 0.1",
-                        "regime": "sigma = c sqrt(ln n), c > sqrt(2)", "verdict": regime_verdict(held, failed),
-                        "evidence": "; ".join(f"{tag(p)}: fitted {fit(p)}, local slope {p['local_slopes'][0]:.3f}"
-                                              f" -> {p['local_slopes'][-1]:.3f}, mean k_eps at n={p['lengths'][-1]}: "
+            out.append({"claim": "Theorem 5.1 Part 2 as THEORY_NOTES read it (REM condensation, ours): at "
+                        "c > sqrt(2) the window stays O(1)",
+                        "statement": "no growth detected: the fitted exponent's 95% interval reaches 0; its "
+                        "drift toward 0 (curvature) and the finite-n law band reported beside it",
+                        "regime": "sigma = c sqrt(ln n), c > sqrt(2), lengths of the preset",
+                        "verdict": regime_verdict(held, failed),
+                        "evidence": "; ".join(f"{tag(p)}: fitted {fit(p)}, {drift(p)}, law band "
+                                              f"{band(p['law_band'])}, mean k_eps at n={p['lengths'][-1]}: "
                                               f"{p['mean_k'][-1]:.3g}" for p in collapse)})
     return out
 
