@@ -1,16 +1,75 @@
 """sparsity_theory: the mathematics of "How Sparse Attention Approximates Exact
 Attention? Your Attention is Naturally n^C-Sparse" as pure JAX functions.
 
-Importing the package enables 64-bit floats in JAX (``jax_enable_x64``) so that
-float64 is available everywhere; arrays keep the dtype you give them, and every
-sampler takes a ``dtype`` (float64 by default). float32 works throughout and is
-checked against float64 in the tests (see docs/definitions.md, "Precision").
+Importing the package changes no global state: JAX's defaults stay as they are
+(float32 unless 64-bit mode is on). Every function keeps the dtype of the arrays
+it is given and works in float32 and float64; the samplers take a ``dtype``
+(default: JAX's default float dtype). float64 needs JAX's 64-bit mode, which
+the user turns on explicitly, in one of three ways:
+
+* ``sparsity_theory.enable_x64()`` (or ``enable_x64(False)`` to turn it off),
+  like ``numpyro.enable_x64()``: global, for the rest of the process;
+* ``with sparsity_theory.x64(): ...``: only inside the block (thread-local),
+  the previous setting is restored on exit;
+* the environment variable ``JAX_ENABLE_X64=1``, read by JAX at import.
+
+Asking a sampler for float64 while 64-bit mode is off raises a ValueError (JAX
+itself would silently return float32). See docs/usage.md, "float32 and float64".
 """
+
+import contextlib as _contextlib
+from typing import Iterator as _Iterator
 
 import jax as _jax
 
-_jax.config.update("jax_enable_x64", True)
 
+def enable_x64(enabled: bool = True) -> None:
+    """Turn JAX's 64-bit mode (``jax_enable_x64``) on, or off with ``False``.
+
+    Global and process-wide, like ``numpyro.enable_x64``; call it once at the
+    start of a program that wants float64 (``sparsity-verify`` and the tests
+    do). The package never calls it on import: that would change the dtypes of
+    unrelated JAX code (``jnp.zeros(1)`` would become float64).
+    """
+    _jax.config.update("jax_enable_x64", bool(enabled))
+
+
+def x64_enabled() -> bool:
+    """Whether JAX's 64-bit mode is on here (the global setting, or the
+    innermost :func:`x64` block of this thread)."""
+    return bool(_jax.config.jax_enable_x64)
+
+
+@_contextlib.contextmanager
+def x64(enabled: bool = True) -> _Iterator[None]:
+    """Context manager: JAX's 64-bit mode on (or off with ``False``) inside the
+    block only; the previous setting is restored on exit, exceptions included.
+
+    Uses JAX's own thread-local context manager where this JAX has one
+    (``jax.enable_x64``, in 0.10; ``jax.experimental.enable_x64`` before),
+    so other threads are unaffected; otherwise the global flag is saved, set
+    and restored (correct in one thread, not thread-safe).
+    """
+    scoped = getattr(_jax, "enable_x64", None)
+    if scoped is None:  # older JAX: the experimental spelling, if any
+        try:
+            from jax.experimental import enable_x64 as scoped  # type: ignore[no-redef]
+        except ImportError:
+            scoped = None
+    if scoped is not None:
+        with scoped(bool(enabled)):
+            yield
+        return
+    previous = x64_enabled()
+    enable_x64(enabled)
+    try:
+        yield
+    finally:
+        enable_x64(previous)
+
+
+# The precision switches come first: the modules imported below use them
+# (gaussian_laws runs its host-side scalar searches in float64).
 from sparsity_theory import bounds  # noqa: E402  (Lemma 4.2 etc.: st.bounds.*)
 from sparsity_theory import error_bounds  # noqa: E402  (Theorems 6.1/6.2: st.error_bounds.*)
 from sparsity_theory import gaussian_laws  # noqa: E402  (sharp Gaussian laws: st.gaussian_laws.*)
@@ -74,6 +133,7 @@ __all__ = [
     "attention_weights",
     "bounds",
     "certified_window",
+    "enable_x64",
     "error_bounds",
     "evaluate_rows",
     "exact_attention",
@@ -99,4 +159,6 @@ __all__ = [
     "top_k_indices",
     "top_k_mask",
     "windows",
+    "x64",
+    "x64_enabled",
 ]

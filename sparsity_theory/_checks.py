@@ -140,3 +140,122 @@ def as_tuple_of_floats(values: Any, name: str) -> tuple[float, ...]:
     if not out:
         raise ValueError(f"{name} must hold at least one value.")
     return out
+
+
+def check_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
+    """The dtype a sampler should produce: ``None`` means JAX's default float
+    dtype (float32, or float64 when 64-bit mode is on); an explicit dtype is
+    returned as given when JAX can hold it here.
+
+    A 64-bit dtype (float64, int64, ...) needs JAX's 64-bit mode. Without it JAX
+    silently truncates to 32 bits (with only a warning), so the result would not
+    be what was asked for: raise instead, and say how to turn the mode on.
+    Reads the mode when called, so a ``sparsity_theory.x64()`` block counts.
+    """
+    if dtype is None:
+        return np.dtype(jax.dtypes.canonicalize_dtype(float))
+    try:
+        wanted = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"{name} must be a dtype, got {dtype!r}.") from None
+    if np.dtype(jax.dtypes.canonicalize_dtype(wanted)) != wanted:
+        raise ValueError(
+            f"{name}={wanted.name} needs JAX's 64-bit mode, which is off: call "
+            f"sparsity_theory.enable_x64() (or use `with sparsity_theory.x64():`, "
+            f"or set JAX_ENABLE_X64=1), or ask for {name}=None (float32)."
+        )
+    return wanted
+
+
+# --- value checks that also run under jit (jax.experimental.checkify) ----------------
+#
+# The checks above skip values they cannot see (tracers). The ones below take a
+# ``checked`` flag: eagerly they always raise ValueError; on tracers with
+# ``checked=True`` they stage a ``checkify.check`` instead, so the caller must
+# functionalise the traced function, e.g.
+#
+#     f = functools.partial(bounds.score_deviation_bound, num_keys=64, checked=True)
+#     err, out = checkify.checkify(jax.jit(f), errors=checkify.user_checks)(sigma, delta=0.05)
+#     err.throw()  # raises JaxRuntimeError naming the argument
+#
+# (a ``checkify.check`` staged without checkify is an error, hence the opt-in).
+
+
+def check_values(ok: Any, message: str, *, checked: bool = False) -> None:
+    """Raise ``ValueError(message)`` unless every entry of the boolean ``ok`` holds.
+
+    Concrete ``ok``: checked now. Traced ``ok``: a ``checkify.check`` when
+    ``checked`` (run under ``checkify.checkify``), otherwise skipped.
+    """
+    if is_concrete(ok):
+        if not bool(np.all(np.asarray(ok))):
+            raise ValueError(message)
+    elif checked:
+        from jax.experimental import checkify  # only needed on this path
+
+        checkify.check(jax.numpy.all(ok), message)
+
+
+def check_finite_values(x: Any, name: str, *, checked: bool = False) -> None:
+    """Every entry of ``x`` is finite (no NaN, no infinity)."""
+    arr = jax.numpy.asarray(x) if not is_concrete(x) else np.asarray(x)
+    if np.size(arr):
+        check_values(jax.numpy.isfinite(arr) if not is_concrete(x) else np.isfinite(arr),
+                     f"{name} must be finite: it has NaN or infinite entries (shape {np.shape(x)}).",
+                     checked=checked)
+
+
+def check_nonnegative_values(x: Any, name: str, *, checked: bool = False) -> None:
+    """Every entry of ``x`` is finite and >= 0 (a scale sigma, a radius, a norm)."""
+    xp = np if is_concrete(x) else jax.numpy
+    arr = xp.asarray(x)
+    check_values(xp.isfinite(arr) & (arr >= 0),
+                 f"{name} must be finite and >= 0 (shape {np.shape(x)}).", checked=checked)
+
+
+def check_probability_values(delta: Any, name: str = "delta", *, checked: bool = False) -> None:
+    """``delta`` lies in the open interval (0, 1): :func:`check_probability` eagerly,
+    a checkify check under tracing when ``checked``."""
+    if is_concrete(delta):
+        check_probability(delta, name)
+    else:
+        d = jax.numpy.asarray(delta)
+        check_values((d > 0) & (d < 1), f"{name} must lie in (0, 1).", checked=checked)
+
+
+def check_eps_values(eps: Any, name: str = "eps", *, checked: bool = False) -> None:
+    """``eps`` lies in (0, 1]: :func:`check_eps` eagerly, a checkify check under tracing."""
+    if is_concrete(eps):
+        check_eps(eps, name)
+    else:
+        e = jax.numpy.asarray(eps)
+        check_values((e > 0) & (e <= 1), f"{name} must lie in (0, 1].", checked=checked)
+
+
+def check_nonempty(x: Any, name: str) -> None:
+    """``x`` has at least one entry (shapes are static, so this runs under jit too)."""
+    if np.size(x) == 0:
+        raise ValueError(f"{name} must not be empty, got shape {np.shape(x)}.")
+
+
+def check_count(value: Any, name: str, minimum: int = 1, maximum: Any = None) -> Any:
+    """An integer count (a number of keys n, of small entries k): a Python or NumPy
+    integer, returned as a Python int (any size), or an integer-dtype array
+    (for vmap), returned as a JAX array whose concrete values are range-checked
+    (traced ones are not). Floats, bools and strings are rejected."""
+    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
+        v = int(value)
+        if v < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {v}.")
+        if maximum is not None and v > maximum:
+            raise ValueError(f"{name} must be <= {maximum}, got {v}.")
+        return v
+    dtype = getattr(value, "dtype", None)
+    if dtype is None or not np.issubdtype(np.dtype(dtype), np.integer) or np.dtype(dtype) == bool:
+        raise ValueError(f"{name} must be an integer, got {value!r}.")
+    if is_concrete(value):
+        arr = np.asarray(value)
+        if np.any(arr < minimum) or (maximum is not None and np.any(arr > maximum)):
+            bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+            raise ValueError(f"{name} must be {bounds}, got {value!r}.")
+    return jax.numpy.asarray(value)

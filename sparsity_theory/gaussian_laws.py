@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy import special
 
-from sparsity_theory import _checks
+from sparsity_theory import _checks, x64
 
 Array = jax.Array
 
@@ -232,7 +232,12 @@ def collapse_length_law(eps: float, sigma: float, delta: float, max_length: floa
     _checks.check_probability(delta, "delta")
 
     def f(L: float) -> float:
-        return L + float(_log_phibar_compiled((L + math.log(eps) + sigma**2 / 2) / sigma))
+        # float64 whatever the caller's JAX mode: the answer is a Python int, and
+        # the derivative test below (a 1e-9 step in L ~ 40) means nothing in
+        # float32, whose spacing there is 4e-6 (float32 gave n = 1 where it is 64287).
+        with x64():
+            x = jnp.asarray((L + math.log(eps) + sigma**2 / 2) / sigma, jnp.float64)
+            return L + float(_log_phibar_compiled(x))
 
     lo, hi = 0.0, math.log(max_length)
     # Bisect for the maximum of the concave f on [0, hi] (derivative sign), then

@@ -27,7 +27,9 @@ import jax.numpy as jnp
 from sparsity_theory import _checks
 
 Array = jax.Array
-DType = Union[type, jnp.dtype, str]
+# A dtype, or None for JAX's default float dtype (float32 unless 64-bit mode
+# is on; see sparsity_theory.enable_x64 and _checks.check_dtype).
+DType = Optional[Union[type, jnp.dtype, str]]
 
 MODES = ("self", "cross")
 
@@ -79,7 +81,8 @@ class Uniform(_EntryModel):
     def almost_sure_bound(self) -> Optional[float]:
         return abs(self.mean) + self.radius
 
-    def sample(self, key: Array, shape: tuple[int, ...], dtype: DType = jnp.float64) -> Array:
+    def sample(self, key: Array, shape: tuple[int, ...], dtype: DType = None) -> Array:
+        dtype = _checks.check_dtype(dtype)
         z = jax.random.uniform(key, shape, dtype, minval=-self.radius, maxval=self.radius)
         return z + jnp.asarray(self.mean, dtype)
 
@@ -105,7 +108,8 @@ class Rademacher(_EntryModel):
     def almost_sure_bound(self) -> Optional[float]:
         return abs(self.mean) + self.radius
 
-    def sample(self, key: Array, shape: tuple[int, ...], dtype: DType = jnp.float64) -> Array:
+    def sample(self, key: Array, shape: tuple[int, ...], dtype: DType = None) -> Array:
+        dtype = _checks.check_dtype(dtype)
         signs = jax.random.rademacher(key, shape, dtype=dtype)
         return self.radius * signs + jnp.asarray(self.mean, dtype)
 
@@ -128,7 +132,8 @@ class Gaussian(_EntryModel):
     def almost_sure_bound(self) -> Optional[float]:
         return None
 
-    def sample(self, key: Array, shape: tuple[int, ...], dtype: DType = jnp.float64) -> Array:
+    def sample(self, key: Array, shape: tuple[int, ...], dtype: DType = None) -> Array:
+        dtype = _checks.check_dtype(dtype)
         return self.std * jax.random.normal(key, shape, dtype) + jnp.asarray(self.mean, dtype)
 
 
@@ -164,7 +169,7 @@ def attention_weights(query, key, value) -> AttentionWeights:
 
 def gaussian_weights(
     key: Array, d: int, scale: float = 1.0, value_dim: Optional[int] = None,
-    dtype: DType = jnp.float64,
+    dtype: DType = None,
 ) -> AttentionWeights:
     """Independent ``W_Q, W_K, W_V`` with entries ``N(0, scale^2 / d)``.
 
@@ -176,6 +181,7 @@ def gaussian_weights(
         raise ValueError(f"d must be >= 1, got {d}.")
     scale = _checks.check_positive(scale, "scale")
     dv = d if value_dim is None else _checks.check_int(value_dim, "value_dim")
+    dtype = _checks.check_dtype(dtype)
     kq, kk, kv = jax.random.split(key, 3)
     s = scale / math.sqrt(d)
     return AttentionWeights(
@@ -192,7 +198,7 @@ def _haar_orthogonal(key: Array, d: int, dtype: DType) -> Array:
 
 
 def orthogonal_weights(
-    key: Array, d: int, scale: float = 1.0, dtype: DType = jnp.float64
+    key: Array, d: int, scale: float = 1.0, dtype: DType = None
 ) -> AttentionWeights:
     """``W_Q, W_K, W_V`` each ``scale`` times an independent Haar orthogonal matrix,
     so every singular value equals ``scale`` (``||W_Q W_K^T||_2 = scale^2``)."""
@@ -200,6 +206,7 @@ def orthogonal_weights(
     if d < 1:
         raise ValueError(f"d must be >= 1, got {d}.")
     scale = _checks.check_positive(scale, "scale")
+    dtype = _checks.check_dtype(dtype)
     kq, kk, kv = jax.random.split(key, 3)
     return AttentionWeights(
         scale * _haar_orthogonal(kq, d, dtype),
@@ -226,7 +233,7 @@ def check_mode(mode: str) -> str:
 
 def sample_inputs(
     key: Array, n: int, d: int, model: InputModel, mode: str = "self",
-    dtype: DType = jnp.float64, rows: Optional[int] = None,
+    dtype: DType = None, rows: Optional[int] = None,
 ) -> AttentionInputs:
     """Draw ``X`` (and ``Y`` in cross mode) from ``model``. ``vmap`` over ``key``
     to draw many seeds at once (n, d, model, mode and rows are static).
@@ -244,6 +251,7 @@ def sample_inputs(
     if n < 1 or d < 1:
         raise ValueError(f"n and d must be >= 1, got n={n}, d={d}.")
     check_mode(mode)
+    dtype = _checks.check_dtype(dtype)
     if rows is None:
         rows = n
     rows = _checks.check_int(rows, "rows")

@@ -176,14 +176,19 @@ def tail_mass(logits: Array, windows) -> Array:
 
 def log_eps_array(eps, dtype) -> Array:
     """``log eps`` in ``dtype``, validated. For concrete eps the log is taken on the
-    host in float64: on XLA's CPU backend a subnormal eps flushes to zero, and an
-    eps below the float32 range (1e-50 with float32 logits) would round to 0
-    before its log, while its log (-115) is an ordinary float32."""
+    host in NumPy float64 (whatever JAX's 64-bit mode): on XLA's CPU backend a
+    subnormal eps flushes to zero, and an eps below the float32 range (1e-50 with
+    float32 logits) would round to 0 before its log, while its log (-115) is an
+    ordinary float32.
+
+    A traced eps already has its JAX dtype: its log is taken in the widest float
+    JAX holds here (float64 in 64-bit mode, else float32: asking for float64
+    without it would silently give float32 anyway), subnormals included."""
     _checks.check_eps(eps)
     if _checks.is_concrete(eps):
         return jnp.asarray(np.log(np.asarray(eps, np.float64)), dtype)
-    # Traced: the log in float64 first, so eps below the float32 range survives.
-    return log_positive(jnp.asarray(eps, jnp.float64)).astype(dtype)
+    widest = jax.dtypes.canonicalize_dtype(jnp.float64)  # float32 without 64-bit mode
+    return log_positive(jnp.asarray(eps).astype(widest)).astype(dtype)
 
 
 def log_positive(x: Array) -> Array:

@@ -72,7 +72,7 @@ def _finite_or_zero(x: Array) -> Array:
 
 
 def _count_dtype():
-    """The default integer (int64 with jax_enable_x64), as the dense counts use."""
+    """The default integer (int32, or int64 in 64-bit mode), as the dense counts use."""
     return jnp.zeros((), int).dtype
 
 

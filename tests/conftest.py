@@ -1,10 +1,16 @@
-"""Shared test settings: float64 on (the package enables it), hypothesis profiles."""
+"""Shared test settings: float64 on, hypothesis profiles."""
 
 import os
 
 from hypothesis import HealthCheck, settings
 
-import sparsity_theory  # noqa: F401  (enables jax_enable_x64)
+import sparsity_theory
+
+# The tests compare against float64 references, so they turn JAX's 64-bit mode
+# on themselves, explicitly (importing the package leaves JAX's defaults alone).
+# Tests of float32 use explicit dtypes or `with sparsity_theory.x64(False):`;
+# tests/test_global_state.py checks the import in fresh interpreters.
+sparsity_theory.enable_x64()
 
 # JAX compiles once per new shape, so the first examples of a test are slow:
 # no deadline, and shapes are drawn from a few buckets in each test.

@@ -45,6 +45,7 @@ WORKER = textwrap.dedent("""
     import numpy as np
     import sparsity_theory as st
     from verify import sampling
+    st.enable_x64()  # a fresh interpreter: float64, as the tests compare at rtol 1e-12
 
     def draws(key, shift):
         z = jax.random.normal(key, (6,)) + shift

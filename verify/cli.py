@@ -67,6 +67,16 @@ def _parser(name_suites: bool = False) -> argparse.ArgumentParser:
     return p
 
 
+def enable_float64() -> None:
+    """Turn on JAX's 64-bit mode for the whole command, explicitly: the suites
+    and their verdicts are computed in float64 (importing ``sparsity_theory``
+    no longer does this; see ``sparsity_theory.enable_x64``). Only a config
+    flag: it starts no backend, so a distributed run may call it after joining."""
+    import sparsity_theory
+
+    sparsity_theory.enable_x64()
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # its own options: verify/bench/command.py
@@ -86,6 +96,7 @@ def main(argv=None) -> int:
             except (RuntimeError, ValueError) as e:
                 print(f"error: could not join the distributed run: {e}", file=sys.stderr)
                 return 2
+    enable_float64()  # before the suites (imported with the runner) make any array
     from verify import runner  # imported late: it loads JAX
     from verify.report import ledger, markdown
     from verify.report.results_file import read_results

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from sparsity_theory import _checks
 from sparsity_theory.llm.gguf_file import LlamaConfig, LlamaWeights
 
 Array = jax.Array
@@ -174,7 +175,10 @@ def _forward(weights: LlamaWeights, tokens: Array, windows, config: LlamaConfig,
 def cast_weights(weights: LlamaWeights, dtype) -> LlamaWeights:
     """The weights as JAX arrays of ``dtype``: float32 (the default of
     :func:`sparsity_theory.llm.load_gguf`) or bfloat16 (half the memory; scores,
-    softmax, norms and logits are still computed in float32)."""
+    softmax, norms and logits are still computed in float32). float64 needs
+    JAX's 64-bit mode (:func:`sparsity_theory.enable_x64`): without it this
+    raises instead of silently casting to float32."""
+    dtype = _checks.check_dtype(dtype)
     return jax.tree.map(lambda w: jnp.asarray(w, dtype), weights)
 
 
