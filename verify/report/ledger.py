@@ -1,6 +1,8 @@
 """The claims ledger: every claim of the paper's abstract and Sections 4-7, the
-precise statement checked, the metric and regime, a verdict and the evidence,
-built from a run's ``results.json`` (``sparsity-verify ledger DIR``).
+paper's own words it judges (quoted, or marked as a reading of ours:
+``verify/report/paper.py``), the precise statement checked, the metric and
+regime, a verdict and the evidence, built from a run's ``results.json``
+(``sparsity-verify ledger DIR``).
 
 Each suite writes its own rows (``Suite.ledger_entries``, next to the suite's
 rules: e.g. ``verify/suites/strategy_analysis.py``); this module gathers them
@@ -25,6 +27,7 @@ from __future__ import annotations
 import os
 
 from verify import rules
+from verify.report import paper
 from verify.report.results_file import read_results
 from verify.suite import suites
 
@@ -45,20 +48,22 @@ def _row_evidence(r: dict) -> str:
 
 
 def not_run_entry(results: dict, suite: str, claim: str, statement: str = "-",
-                  regime: str = "-") -> dict:
-    """The row of a claim whose suite did not run, with the reason."""
+                  regime: str = "-", *, paper: str) -> dict:
+    """The row of a claim whose suite did not run, with the reason; ``paper``:
+    the paper's words it judges (``verify.report.paper``)."""
     why = results.get("not_run", {}).get(suite)
-    return {"claim": claim, "statement": statement, "regime": regime, "verdict": "NOT RUN",
+    return {"paper": paper, "claim": claim, "statement": statement, "regime": regime, "verdict": "NOT RUN",
             "evidence": f"suite `{suite}` did not run: {why}" if why
             else f"suite `{suite}` was not part of this run"}
 
 
 def bound_entry(results: dict, suite: str, claims: list[str], wrong: list[str], title: str,
-                statement: str, regime: str) -> dict:
+                statement: str, regime: str, *, paper: str) -> dict:
     """A bound judged from its suite's verdict rows: SUPPORTED when every claim in
-    ``claims`` HOLDS and every planted wrong bound in ``wrong`` is CAUGHT."""
+    ``claims`` HOLDS and every planted wrong bound in ``wrong`` is CAUGHT;
+    ``paper``: the paper's words it judges (``verify.report.paper``)."""
     if suite not in results.get("suites", []):
-        return not_run_entry(results, suite, title, statement, regime)
+        return not_run_entry(results, suite, title, statement, regime, paper=paper)
     v = _verdicts(results, suite)
     rows = [v[c] for c in claims if c in v]
     planted = [v[c] for c in wrong if c in v]
@@ -78,7 +83,7 @@ def bound_entry(results: dict, suite: str, claims: list[str], wrong: list[str], 
     if verdict == "SUPPORTED" and vacuous:
         verdict = ("HOLDS BUT VACUOUS" if len(vacuous) == len(known) == len(rows)
                    else "SUPPORTED; VACUOUS FORMS " + ", ".join(vacuous))
-    return {"claim": title, "statement": statement, "regime": regime, "verdict": verdict,
+    return {"paper": paper, "claim": title, "statement": statement, "regime": regime, "verdict": verdict,
             "evidence": evidence or "the run judged none of these claims"}
 
 
@@ -97,6 +102,18 @@ def slope_text(s: dict) -> str:
     return f"{s['slope']:+.3f} [{s['low']:+.3f}, {s['high']:+.3f}]"
 
 
+def _check_paper(entry: dict, suite: str) -> None:
+    """Every row quotes the paper statement it judges, or says the reading is ours."""
+    if not str(entry.get("paper", "")).strip():
+        raise ValueError(f"ledger row {entry.get('claim')!r} of suite `{suite}` has no 'paper' field: the paper's "
+                         "words it judges, or 'Ours (not in the paper): ...' (verify/report/paper.py)")
+
+
+def _suite_paper(suite) -> str:
+    """The paper statements of every claim a suite judges (its rows when it did not run)."""
+    return paper.joined(*(e["paper"] for e in suite.ledger_entries({})))
+
+
 def build(results: dict, accept_new_rules: bool = False) -> list[dict]:
     """Every suite's ledger rows, in the registry's order.
 
@@ -113,6 +130,7 @@ def build(results: dict, accept_new_rules: bool = False) -> list[dict]:
         moved = rules.changed(results.get("rules", {}).get(suite.name), suite.name) if ran else []
         if moved and not accept_new_rules:
             entries.append({
+                "paper": _suite_paper(suite),
                 "claim": f"Every claim judged by suite `{suite.name}`", "statement": "-", "regime": "-",
                 "verdict": "NOT JUDGED",
                 "evidence": f"the verdict rules changed since this run ({', '.join(moved)}): a changed rule "
@@ -120,6 +138,7 @@ def build(results: dict, accept_new_rules: bool = False) -> list[dict]:
                             "today's rules and says so)"})
             continue
         for entry in suite.ledger_entries(results):
+            _check_paper(entry, suite.name)
             if moved:
                 entry = dict(entry, evidence=f"[judged with rules newer than the run: {', '.join(moved)}] "
                                              + entry["evidence"])
@@ -167,11 +186,19 @@ def markdown(results: dict, accept_new_rules: bool = False) -> str:
               "every threshold, tolerance, level and grouping is declared with its reason in `verify/rules.py`'s "
               "registry and recorded with each run (a suite run under other rules than today's is NOT JUDGED"
               + (", here judged with today's rules on request" if accept_new_rules else "") + ").", "",
-              "| claim | statement checked | regime | verdict | evidence |", "|---|---|---|---|---|"]
-    for e in build(results, accept_new_rules):
-        lines.append(f"| {e['claim']} | {e['statement']} | {e['regime']} | **{e['verdict']}** | "
-                     f"{e['evidence']} |")
+              "The first column quotes the paper's own words that each row judges, with where they are (a "
+              f"formula the paper's text extraction lost is marked {paper.GAP}); a reading that is ours, not "
+              f"the paper's, says \"{paper.OURS}\".", "",
+              table(build(results, accept_new_rules))]
     return "\n".join(lines) + "\n"
+
+
+def table(entries: list[dict]) -> str:
+    """Ledger rows as a Markdown table: first the paper's words, then our check."""
+    head = ["| the paper says | claim | statement checked | regime | verdict | evidence |",
+            "|---|---|---|---|---|---|"]
+    return "\n".join(head + [f"| {e['paper']} | {e['claim']} | {e['statement']} | {e['regime']} | "
+                             f"**{e['verdict']}** | {e['evidence']} |" for e in entries])
 
 
 def write(run_dirs, out: str | None = None, accept_new_rules: bool = False) -> str:
@@ -191,4 +218,4 @@ def write(run_dirs, out: str | None = None, accept_new_rules: bool = False) -> s
 
 
 __all__ = ["bound_entry", "build", "markdown", "merge", "not_run_entry", "regime_verdict",
-           "slope_text", "write"]
+           "slope_text", "table", "write"]

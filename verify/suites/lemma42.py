@@ -23,6 +23,7 @@ import sparsity_theory as st
 from sparsity_theory import bounds
 from verify.claims import ALPHA, ClaimVerdict, claim_result, summarise_claims
 from verify.sampling import STANDARD_MODELS, sample_row_scores
+from verify.report import paper
 from verify.report.ledger import bound_entry
 from verify.rules import rule
 from verify.suite import Suite, register, with_seeds
@@ -99,7 +100,7 @@ def ledger_entries(results: dict) -> list[dict]:
     return [bound_entry(results, NAME, ["L4.2-P1", "L4.2-P2", "L4.2-P3"],
                         ["L4.2-P1-wrong", "L4.2-P3-wrong"], "Lemma 4.2: score concentration (Parts 1-3)",
                         "max deviation, spread and normaliser bounds at probability 1 - delta",
-                        "4 input models x self/cross x lengths of the preset")]
+                        "4 input models x self/cross x lengths of the preset", paper=paper.LEMMA42)]
 
 
 SUITE = register(Suite(

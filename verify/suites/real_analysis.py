@@ -32,6 +32,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from verify.report import paper
 from verify.report.figures import pyplot, readable_log_ticks, save_figure, styled, ticker
 from verify.rules import rule
 from verify.statistics import t_interval
@@ -441,6 +442,10 @@ def _layer_error_figure(a: dict, rows: list, k0: int, n: int, out_dir: str) -> d
 
 REAL_SUMMARY = "Real pretrained LLM: the title, the bounds on real rows, the Section 7.2 analogue"
 OUTSIDE = "real attention (SmolLM2 or the --model file): outside the theorems' assumptions"
+REAL_ROWS = "real attention rows, each with its measured sigma_i, outside the paper's assumptions on the input"
+SUMMARY_PAPER = paper.joined(paper.TITLE, paper.ours(
+    f"the bounds of Lemma 4.2 and Theorem 4.3 and the sharp Gaussian law on {REAL_ROWS}"))
+BOUND_PAPER = {"L4.2-P1": paper.LEMMA42, "L4.2-P2": paper.LEMMA42}
 
 
 def _regime(held: list, failed: list) -> str:
@@ -454,19 +459,21 @@ def ledger_entries(results: dict) -> list[dict]:
     if a is None:
         why = (f"suite `real_attention` did not run: {not_run}" if not_run
                else "suite `real_attention` was not part of this run")
-        return [{"claim": REAL_SUMMARY, "statement": "-",
+        return [{"paper": SUMMARY_PAPER, "claim": REAL_SUMMARY, "statement": "-",
                  "regime": "-", "verdict": "NOT RUN", "evidence": why},
                 _section72_original(None)]
     fc = a.get("forward_check")
     if fc is not None and not fc["passed"]:
-        return [{"claim": REAL_SUMMARY, "statement": "-",
+        return [{"paper": SUMMARY_PAPER, "claim": REAL_SUMMARY, "statement": "-",
                  "regime": "-", "verdict": "NOT CHECKED",
                  "evidence": f"the forward pass failed its check (perplexity {fc['perplexity']:.4g} >= "
                              f"{fc['limit']:g}): no real-model result is judged"}, _section72_original(None)]
     out = []
     model = f"{a.get('model_file') or a['model']} (sha256 {a['model_sha256'][:12]}), {a['text']}"
     if fc is not None:
-        out.append({"claim": "The real-model forward pass (a precondition, not a claim of the paper)",
+        out.append({"paper": paper.ours("a precondition of the real-model rows (the model computes what it "
+                                        "should), no claim of the paper"),
+                    "claim": "The real-model forward pass (a precondition, not a claim of the paper)",
                     "statement": f"dense perplexity below {fc['limit']:g} on the first {fc['tokens']} tokens; "
                                  "the wrong RoPE pairing must do far worse",
                     "regime": model, "verdict": "PASSED",
@@ -479,6 +486,7 @@ def ledger_entries(results: dict) -> list[dict]:
                        if e["heads_below_1"] == 0 else
                        f"SUPPORTED ONLY IN REGIME {e['heads_below_1']} of {e['heads']} heads")
             out.append({
+                "paper": paper.TITLE,
                 "claim": "Title: \"Your attention is naturally n^C-sparse\" (on a real pretrained LLM)",
                 "statement": f"per head, k_eps ~ n^C over query positions with the bootstrap interval of C "
                              f"below 1 (eps = {e['eps']:g}, rows with n >= {MIN_KEYS})",
@@ -490,6 +498,8 @@ def ledger_entries(results: dict) -> list[dict]:
                             + " (figure real_exponent_heatmap.png)"})
         for law in a["law"]:
             out.append({
+                "paper": paper.ours(f"the sharp Gaussian window law (THEORY_NOTES) on {REAL_ROWS}",
+                                    "the title's n^C-sparsity"),
                 "claim": "Sharp Gaussian law (ours, beyond the paper) on real heads: k_eps ~ n Phibar(sigma_i + "
                          "Phi^{-1}(eps))",
                 "statement": f"mean k_eps within a factor {LAW_FACTOR:g} of the law at each row's sigma_i "
@@ -505,6 +515,7 @@ def ledger_entries(results: dict) -> list[dict]:
         for b in a["bounds"]:
             name = {"L4.2-P1": "Lemma 4.2 Part 1", "L4.2-P2": "Lemma 4.2 Part 2"}.get(b["claim"], "Theorem 4.3")
             out.append({
+                "paper": paper.ours(f"the bound applied to {REAL_ROWS}", BOUND_PAPER.get(b["claim"], paper.THEOREM43)),
                 "claim": f"{name} on real rows ({b['claim']}), with each row's measured sigma_i",
                 "statement": f"failure rate over rows <= delta = {b['delta']:g} (t interval over chunks)",
                 "regime": f"{OUTSIDE}; rows with n >= {MIN_KEYS}",
@@ -522,6 +533,7 @@ def ledger_entries(results: dict) -> list[dict]:
     contradicted = [p for p in prop if p["verdict"] == "constant lower"]
     verdict = (_regime(held, failed) if held or len(contradicted) == len(prop) else "INCONCLUSIVE")
     out.append({
+        "paper": paper.joined(paper.PROPOSITION72, paper.TABLE2),
         "claim": "Proposition 7.2 on a real LLM: a dynamic window beats the fixed k0 at equal cost",
         "statement": "next-token loss of some adaptive strategy (alpha ln n, alpha n^C) minus the constant "
                      "window's, Bonferroni 95% interval over chunks below 0",
@@ -535,6 +547,7 @@ def ledger_entries(results: dict) -> list[dict]:
             top = min((r for r in rows if r["k0"] == k0), key=lambda r: r["ppl"])
             best.append(f"n={n} k0={k0}: dense ppl {dense['ppl']:.3g}, best {top['kind']} {top['ppl']:.3g}")
     out.append({
+        "paper": paper.joined(paper.SECTION72_SETUP, paper.TABLE2),
         "claim": "Section 7.2 / Table 2 analogue: dynamic windows on a real model (what ran)",
         "statement": f"perplexity of {a['model']} on {a['text']} with top-k attention in every layer, each "
                      "strategy at aligned cost, against dense (table in the report)",
@@ -548,7 +561,8 @@ def _section72_original(a) -> dict:
     ran = "" if a is None else (f" What ran instead: {a['model']} perplexity on {a['text']} (entries above)."
                                 if "llama-3" not in a["model"].lower() else
                                 f" A LLaMA-3 model ran ({a['model']}), on {a['text']}, not LongBench.")
-    return {"claim": "Section 7.2 / Table 2: dynamic windows on LLaMA-3-8B-Instruct, LongBench",
+    return {"paper": paper.joined(paper.SECTION72_SETUP, paper.TABLE2),
+            "claim": "Section 7.2 / Table 2: dynamic windows on LLaMA-3-8B-Instruct, LongBench",
             "statement": "-", "regime": "-", "verdict": "NOT CHECKED",
             "evidence": "LongBench and (by default) LLaMA-3-8B cannot be obtained offline; pass a LLaMA-3 GGUF "
                         "with --model to run the same suite on it." + ran}

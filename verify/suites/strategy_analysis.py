@@ -28,6 +28,7 @@ import numpy as np
 from scipy import stats
 
 from verify.report.figures import pyplot, readable_log_ticks, save_figure, styled
+from verify.report import paper
 from verify.report.ledger import not_run_entry, regime_verdict, slope_text
 from verify.rules import rule
 from verify.statistics import Z95, loglog_slope, mean_interval
@@ -283,7 +284,7 @@ COST_BAND = rule("strategies", "cost_band", [0.9, 1.1], "aligned strategies spen
                  "window's sum_n n k(n): windows are rounded to integers, nothing more")
 
 
-def _slope_claim(analysis, title, statement, kinds, test, test_text, metrics=None) -> dict:
+def _slope_claim(analysis, quoted, title, statement, kinds, test, test_text, metrics=None) -> dict:
     slopes = [s for s in analysis["slopes"] if any(s["kind"].startswith(k) for k in kinds)
               and (metrics is None or s["metric"] in metrics)]
     # One regime per (metric, strategy kind): e.g. "rms, alpha n^0.5" over every
@@ -301,7 +302,7 @@ def _slope_claim(analysis, title, statement, kinds, test, test_text, metrics=Non
                          "; fails at " + ", ".join(f"{s['mode']} sigma={s['sigma']:g} k0={s['k0']} "
                                                    f"{slope_text(s)}" for s in bad) if bad else ""))
     verdict = regime_verdict(held, failed)
-    return {"claim": title, "statement": statement + f" ({test_text})",
+    return {"paper": quoted, "claim": title, "statement": statement + f" ({test_text})",
             "regime": "Gaussian input; self and cross; every score scale and k0 of the preset",
             "verdict": verdict, "evidence": "; ".join(parts)}
 
@@ -321,7 +322,8 @@ def _table1_entry(analysis) -> dict:
             parts.append(f"{tag}: lowest {winner['strategy'].split(': ', 1)[-1]} "
                          f"({winner[metric]['mean']:.4g})")
     verdict = regime_verdict(best, other)
-    return {"claim": title, "statement": "the lowest grid-averaged error among constant, alpha ln n "
+    return {"paper": paper.TABLE1, "claim": title,
+            "statement": "the lowest grid-averaged error among constant, alpha ln n "
             "and alpha n^C (same seeds) belongs to an alpha n^C strategy",
             "regime": "lengths of the preset, averaged with equal weight per n", "verdict": verdict,
             "evidence": "; ".join(parts)}
@@ -340,6 +342,7 @@ def _proposition72_entries(analysis) -> list[dict]:
         for p in rows:
             counts[p["verdict"]] += 1
         out.append({
+            "paper": paper.PROPOSITION72,
             "claim": f"Proposition 7.2 ({reading}): some adaptive window (alpha ln n or alpha n^C) "
                      "beats the fixed k0 at equal cost",
             "statement": f"paired difference (adaptive - constant) of the error ({reading}) has its "
@@ -352,7 +355,8 @@ def _proposition72_entries(analysis) -> list[dict]:
 def _cost_entry(analysis) -> dict:
     ratios = [r["cost_ratio"] for r in analysis["table1"] if r["cost_ratio"] is not None]
     lo, hi = (min(ratios), max(ratios)) if ratios else (math.nan, math.nan)
-    return {"claim": "Claim 7.1: k-sparse attention costs Theta(n k d); aligned strategies spend the same",
+    return {"paper": paper.joined(paper.CLAIM71, paper.ALIGNED_COST),
+            "claim": "Claim 7.1: k-sparse attention costs Theta(n k d); aligned strategies spend the same",
             "statement": "sum_n n k(n) of each aligned strategy after rounding, over the constant window's",
             "regime": "length grid of the preset", "verdict": "NOT CHECKED" if not ratios
             else "SUPPORTED" if COST_BAND[0] <= lo and hi <= COST_BAND[1] else "NOT SUPPORTED",
@@ -365,7 +369,8 @@ def _oracle_entry(analysis) -> dict:
     sublinear = [o for o in rows if o["high"] < ORACLE_SUBLINEAR]
     verdict = regime_verdict([f"{o['mode']} sigma={o['sigma']:g}" for o in sublinear],
                              [o for o in rows if o not in sublinear])
-    return {"claim": "Title / abstract: attention is naturally n^C-sparse with C < 1",
+    return {"paper": paper.joined(paper.TITLE, paper.ABSTRACT_NC),
+            "claim": "Title / abstract: attention is naturally n^C-sparse with C < 1",
             "statement": "the per-row certified window k_eps (smallest k with tail mass <= eps) grows "
             f"like n^C with C < {ORACLE_SUBLINEAR} (upper end of the slope interval)",
             "regime": "fixed score scale sigma (for sigma = c sqrt(ln n) see the REM entries below: "
@@ -377,15 +382,19 @@ def ledger_entries(results: dict) -> list[dict]:
     7.2, Claim 7.1, the title's n^C)."""
     analysis = results.get("analysis", {}).get("strategies")
     if analysis is None:
-        return [not_run_entry(results, "strategies", "Section 6.3, Table 1, Proposition 7.2, Claim 7.1")]
+        return [not_run_entry(results, "strategies", "Section 6.3, Table 1, Proposition 7.2, Claim 7.1",
+                              paper=paper.joined(paper.TABLE1, paper.PROPOSITION72))]
     return [
-        _slope_claim(analysis, "Theorem 6.1: with k = alpha n^C the error decreases in n (stable)",
+        _slope_claim(analysis, paper.joined(paper.THEOREM61, paper.STABLE),
+                     "Theorem 6.1: with k = alpha n^C the error decreases in n (stable)",
                      "log-log slope of the mean error against n", ["alpha n^"],
                      lambda s: s["high"] < 0, "slope interval below 0"),
-        _slope_claim(analysis, "Theorem 6.2: with constant k the per-row error persists at Omega(1)",
+        _slope_claim(analysis, paper.joined(paper.ABSTRACT_LOG, paper.THEOREM62),
+                     "Theorem 6.2: with constant k the per-row error persists at Omega(1)",
                      "log-log slope of the mean error against n", ["constant"],
                      lambda s: s["low"] > PERSIST_SLOPE, f"slope interval above {PERSIST_SLOPE}"),
-        _slope_claim(analysis, "Theorem 6.2 (sketch): with k = O(ln n) the Frobenius error increases with n",
+        _slope_claim(analysis, paper.THEOREM62_SKETCH,
+                     "Theorem 6.2 (sketch): with k = O(ln n) the Frobenius error increases with n",
                      "log-log slope of the mean error against n", ["constant", "alpha ln n"],
                      lambda s: s["low"] > 0, "slope interval above 0", metrics=("frobenius",)),
         _table1_entry(analysis),

@@ -36,6 +36,7 @@ from sparsity_theory import bounds
 from verify.claims import ALPHA, ClaimVerdict, claim_result, summarise_claims
 from verify.report.figures import pyplot, save_figure, styled
 from verify.sampling import STANDARD_MODELS, sample_row_scores
+from verify.report import paper
 from verify.report.ledger import bound_entry
 from verify.rules import rule
 from verify.suite import Suite, register, with_seeds
@@ -221,7 +222,7 @@ def ledger_entries(results: dict) -> list[dict]:
                                         "T4.3-converse-hoeffding"], ["T4.3-wrong"],
                         "Theorem 4.3: attention is naturally sparse",
                         "at least k entries of the row are <= eps_k = exp(t + eta)/n (and the converse)",
-                        "4 input models x self/cross x lengths, k and eps grids")]
+                        "4 input models x self/cross x lengths, k and eps grids", paper=paper.THEOREM43)]
 
 
 SUITE = register(Suite(

@@ -36,6 +36,7 @@ from sparsity_theory import bounds
 from verify.claims import ALPHA, ClaimVerdict, claim_result, summarise_claims
 from verify.report.figures import pyplot, save_figure, styled
 from verify.sampling import sample_row_scores
+from verify.report import paper
 from verify.report.ledger import bound_entry, not_run_entry, regime_verdict
 from verify.rules import rule
 from verify.suite import Suite, register, with_seeds
@@ -203,7 +204,7 @@ def _figure1_entry(results: dict) -> dict:
     statement = "mean E(eps) = #{j: s_ij > eps} at the largest n of the grid <= 5% of its peak over n, each eps"
     cells = results.get("cells", {}).get("theorem51")
     if not cells:
-        return not_run_entry(results, NAME, title, statement)
+        return not_run_entry(results, NAME, title, statement, paper=paper.FIGURE1)
     groups = defaultdict(list)
     for c in cells:
         groups[(c["cell"]["model"], c["cell"]["mode"])].append(c)
@@ -217,7 +218,7 @@ def _figure1_entry(results: dict) -> dict:
             (fallen if last <= FIGURE1_FALL * peak else standing).append(f"{key[0]} {key[1]} eps={e:g}")
             parts.append(f"{key[0]}/{key[1]} eps={e:g}: peak {peak:.3g}, at n={group[-1]['cell']['n']} {last:.3g}")
     verdict = regime_verdict(fallen, standing)
-    return {"claim": title, "statement": statement,
+    return {"paper": paper.FIGURE1, "claim": title, "statement": statement,
             "regime": "Gaussian input, sigma about 0.5, lengths of the preset", "verdict": verdict,
             "evidence": "; ".join(parts) + " (figure figure1_effective_entries.png)"}
 
@@ -226,7 +227,7 @@ def ledger_entries(results: dict) -> list[dict]:
     return [bound_entry(results, NAME, ["T5.1", "T5.1-max"], ["T5.1-wrong"],
                         "Theorem 5.1: attention collapse",
                         "rows meeting ln(n eps) >= sigma sqrt(2 ln(n/delta1)) + eta have no entry above eps",
-                        "Gaussian input, sigma about 0.5, self/cross"),
+                        "Gaussian input, sigma about 0.5, self/cross", paper=paper.THEOREM51),
             _figure1_entry(results)]
 
 

@@ -33,6 +33,7 @@ import sparsity_theory as st
 from sparsity_theory import bounds, error_bounds
 from verify.claims import ALPHA, ClaimVerdict, claim_result, summarise_claims
 from verify.sampling import STANDARD_MODELS, sample_row_scores, trial_keys
+from verify.report import paper
 from verify.report.ledger import bound_entry
 from verify.rules import rule
 from verify.suite import Suite, register, with_seeds
@@ -194,10 +195,10 @@ def ledger_entries(results: dict) -> list[dict]:
     return [bound_entry(results, NAME, ["T6.1", "T6.1-tail", "T6.1-F", "T6.1-output"], ["T6.1-wrong"],
                         "Theorem 6.1 / E.1: upper bound on the top-k error",
                         "per row and in Frobenius norm, V = I and with values, at probability 1 - delta",
-                        regime),
+                        regime, paper=paper.THEOREM61),
             bound_entry(results, NAME, ["T6.2", "T6.2-F"], ["T6.2-wrong"],
                         "Theorem 6.2 / E.2: lower bound on the top-k error",
-                        "per row and in Frobenius norm at probability 1 - delta", regime)]
+                        "per row and in Frobenius norm at probability 1 - delta", regime, paper=paper.THEOREM62)]
 
 
 SUITE = register(Suite(
