@@ -204,3 +204,166 @@ def test_row_free_gamma_gives_weaker_valid_bounds():
                   <= float(bounds.largest_entry_log_bound(gamma, n, *args)))
     assert np.all(np.asarray(bounds.log_normaliser_lower_bound(sigma, n, 0.05))
                   >= float(bounds.log_normaliser_lower_bound(gamma, n, 0.05)))
+
+
+# ------------------------------------------- JAX transformations, dtypes, validation
+
+from jax.experimental import checkify  # noqa: E402
+
+N, K, D1, D2 = 300, 120, 0.025, 0.025
+SIG = np.array([0.0, 0.3, 1.0, 2.5])
+
+# Every real-valued bound as a function of (sigma, delta_a, delta_b), n and k fixed.
+REAL_BOUNDS = {
+    "deviation": lambda s, a, b: bounds.score_deviation_bound(s, N, a),
+    "spread": lambda s, a, b: bounds.score_spread_bound(s, N, a),
+    "deficit": lambda s, a, b: bounds.normaliser_deficit(s, N, b),
+    "normaliser": lambda s, a, b: bounds.log_normaliser_lower_bound(s, N, a, mean=0.5 * s),
+    "threshold-binomial": lambda s, a, b: bounds.small_entry_score_threshold(s, N, K, a),
+    "threshold-hoeffding": lambda s, a, b: bounds.small_entry_score_threshold(s, N, K, a, "hoeffding"),
+    "small-binomial": lambda s, a, b: bounds.small_entry_log_bound(s, N, K, delta_count=a, delta_normaliser=b),
+    "small-hoeffding": lambda s, a, b: bounds.small_entry_log_bound(s, N, K, a, b, method="hoeffding"),
+    "largest": lambda s, a, b: bounds.largest_entry_log_bound(s, N, delta_scores=a, delta_normaliser=b),
+}
+
+
+@pytest.mark.parametrize("name", REAL_BOUNDS)
+def test_every_bound_jits_vmaps_and_differentiates_like_eager(name):
+    f = REAL_BOUNDS[name]
+    eager = np.asarray(f(SIG, D1, D2))
+    np.testing.assert_allclose(np.asarray(jax.jit(f)(SIG, D1, D2)), eager, rtol=1e-14)
+    deltas = np.array([1e-6, 0.01, 0.1, 0.4])
+    mapped = np.asarray(jax.vmap(f)(SIG, deltas, deltas[::-1]))
+    expected = np.array([np.asarray(f(s, a, b)) for s, a, b in zip(SIG, deltas, deltas[::-1])])
+    np.testing.assert_allclose(mapped, expected, rtol=1e-14)
+    # grad in sigma against a central difference (every bound is smooth in sigma > 0).
+    g = jax.grad(lambda s: f(s, D1, D2))
+    for s0 in (0.4, 1.7):
+        h = 1e-6
+        fd = (float(f(s0 + h, D1, D2)) - float(f(s0 - h, D1, D2))) / (2 * h)
+        np.testing.assert_allclose(float(g(s0)), fd, rtol=1e-7)
+        np.testing.assert_allclose(float(jax.jit(g)(s0)), float(g(s0)), rtol=1e-14)
+    # grad in delta too (the binomial p depends on delta through betaincinv's JVP).
+    gd = jax.grad(lambda d: f(1.3, d, d))
+    h = 1e-8
+    fd = (float(f(1.3, D1 + h, D1 + h)) - float(f(1.3, D1 - h, D1 - h))) / (2 * h)
+    np.testing.assert_allclose(float(gd(D1)), fd, rtol=1e-5, atol=1e-9)
+
+
+def test_closed_form_gradients():
+    n, d, s = 64, 0.05, 1.3
+    log_term = math.log(2 * n / d)
+    np.testing.assert_allclose(float(jax.grad(bounds.score_deviation_bound)(s, n, d)),
+                               math.sqrt(2 * log_term), rtol=1e-14)
+    np.testing.assert_allclose(float(jax.grad(bounds.score_deviation_bound, argnums=2)(s, n, d)),
+                               -s / (d * math.sqrt(2 * log_term)), rtol=1e-13)
+    # k = n: p = (1 - (1 - delta)^(1/n)) (1 - 1e-12), so dp/ddelta = (1 - delta)^(1/n - 1) / n (1 - 1e-12).
+    dp = jax.grad(lambda x: bounds.count_exceedance_probability(n, n, x))(d)
+    np.testing.assert_allclose(float(dp), (1 - d) ** (1 / n - 1) / n * (1 - 1e-12), rtol=1e-12)
+
+
+def test_counts_as_arrays_vmap():
+    ns = np.array([5, 64, 1000, 10**6])
+    ks = np.array([1, 32, 999, 500_000])
+    for method in bounds.COUNT_METHODS:
+        mapped = np.asarray(jax.vmap(lambda n, k: bounds.count_exceedance_probability(n, k, D1, method))(ns, ks))
+        expected = [float(bounds.count_exceedance_probability(int(n), int(k), D1, method)) for n, k in zip(ns, ks)]
+        np.testing.assert_allclose(mapped, expected, rtol=1e-14)
+        got = np.asarray(jax.jit(lambda n, k: bounds.small_entry_log_bound(1.2, n, k, D1, D2, method))(ns, ks))
+        expected = [float(bounds.small_entry_log_bound(1.2, int(n), int(k), D1, D2, method)) for n, k in zip(ns, ks)]
+        np.testing.assert_allclose(got, expected, rtol=1e-13)
+    for f in (bounds.score_deviation_bound, bounds.normaliser_deficit, bounds.log_normaliser_lower_bound):
+        mapped = np.asarray(jax.vmap(lambda n: f(0.7, n, 0.05))(ns))
+        np.testing.assert_allclose(mapped, [float(f(0.7, int(n), 0.05)) for n in ns], rtol=1e-14)
+    np.testing.assert_array_equal(
+        np.asarray(jax.jit(lambda n: bounds.guaranteed_small_entries(0.8, n, 0.05, D1, D2))(ns)),
+        [int(bounds.guaranteed_small_entries(0.8, int(n), 0.05, D1, D2)) for n in ns])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bounds_keep_the_dtype_they_are_given(dtype):
+    s = SIG.astype(dtype)
+    for name, f in REAL_BOUNDS.items():
+        assert np.asarray(f(s, D1, D2)).dtype == dtype, name
+        assert np.asarray(f(s, dtype(D1), dtype(D2))).dtype == dtype, name
+    assert bounds.count_exceedance_probability(N, K, dtype(D1)).dtype == dtype
+    assert bounds.collapse_condition(s, N, 0.01, D1, D2).dtype == bool
+    g = bounds.guaranteed_small_entries(s, N, dtype(0.05), D1, D2)
+    assert jnp.issubdtype(g.dtype, jnp.integer)
+    # float32 agrees with float64 to float32 precision (the binomial step below the
+    # quantile is ~1e-3 relative in float32, hence the looser threshold tolerance).
+    for name, f in REAL_BOUNDS.items():
+        np.testing.assert_allclose(np.asarray(f(s, D1, D2), dtype=np.float64), np.asarray(f(SIG, D1, D2)),
+                                   rtol=1e-3 if dtype == np.float32 else 1e-15, atol=1e-5, err_msg=name)
+
+
+def test_huge_num_keys_is_handled_consistently():
+    """n = 10**30 (and 10**400, beyond any float): log n is taken exactly on the int."""
+    for n in (10**30, 10**400):
+        log_n = math.log(n)
+        np.testing.assert_allclose(float(bounds.score_deviation_bound(1.0, n, 0.05)),
+                                   math.sqrt(2 * (math.log(2) + log_n - math.log(0.05))), rtol=1e-14)
+        np.testing.assert_allclose(float(bounds.log_normaliser_lower_bound(1.0, n, 0.05)),
+                                   log_n - math.sqrt(2 * math.log(20)) * math.exp(-log_n / 2), rtol=1e-14)
+        np.testing.assert_allclose(float(bounds.largest_entry_log_bound(1.0, n, 0.05, 0.05)),
+                                   math.sqrt(2 * (log_n - math.log(0.05))) - log_n, rtol=1e-13)
+    with pytest.raises(ValueError, match="num_keys"):
+        bounds.count_exceedance_probability(2**60, 5, 0.05)  # exact counts need n <= 2**53
+
+
+def test_bad_input_raises_naming_the_argument():
+    with pytest.raises(ValueError, match="sigma"):
+        bounds.score_deviation_bound(-1.0, 64, 0.05)
+    for bad in (float("nan"), float("inf"), -float("inf"), [1.0, float("nan")]):
+        for f in (lambda s: bounds.score_deviation_bound(s, 64, 0.05),
+                  lambda s: bounds.log_normaliser_lower_bound(s, 64, 0.05),
+                  lambda s: bounds.largest_entry_log_bound(s, 64, 0.05, 0.05),
+                  lambda s: bounds.normaliser_deficit(s, 64, 0.05)):
+            with pytest.raises(ValueError, match="sigma"):
+                f(bad)
+    for bad_mean in (float("nan"), float("inf"), [0.0, float("nan")]):
+        with pytest.raises(ValueError, match="mean"):
+            bounds.log_normaliser_lower_bound(1.0, 64, 0.05, mean=bad_mean)
+    with pytest.raises(ValueError, match="delta_scores"):
+        bounds.largest_entry_log_bound(1.0, 64, 1.5, 0.05)
+    with pytest.raises(ValueError, match="delta_normaliser"):
+        bounds.largest_entry_log_bound(1.0, 64, 0.05, 0.0)
+    for bad_n in (0, -3, 2.0, "8", True):
+        with pytest.raises(ValueError, match="num_keys"):
+            bounds.score_deviation_bound(1.0, bad_n, 0.05)
+    with pytest.raises(ValueError, match="num_keys"):
+        bounds.score_deviation_bound(1.0, np.array([4, 0]), 0.05)
+    with pytest.raises(ValueError, match="num_keys"):
+        bounds.score_deviation_bound(1.0, np.array([4.0]), 0.05)
+    with pytest.raises(ValueError, match="num_small"):
+        bounds.count_exceedance_probability(np.array([10, 10]), np.array([3, 11]), 0.05)
+    # One line each.
+    with pytest.raises(ValueError) as info:
+        bounds.score_deviation_bound(np.full(3, np.nan), 64, 0.05)
+    assert "\n" not in str(info.value)
+
+
+def test_values_are_checked_under_jit_with_checkify():
+    """Under jit the value checks are skipped unless ``checked=True``, which stages
+    them as checkify checks."""
+    f = jax.jit(lambda s, d: bounds.score_deviation_bound(s, 64, d))
+    assert np.isnan(float(f(jnp.nan, 0.05)))  # unchecked: no error, a NaN
+    checked = checkify.checkify(
+        jax.jit(lambda s, d: bounds.score_deviation_bound(s, 64, d, checked=True)),
+        errors=checkify.user_checks)
+    err, out = checked(jnp.array([1.0, 2.0]), 0.05)
+    assert err.get() is None
+    np.testing.assert_allclose(np.asarray(out), np.asarray(bounds.score_deviation_bound(np.array([1.0, 2.0]), 64, 0.05)))
+    err, _ = checked(jnp.array([1.0, -2.0]), 0.05)
+    with pytest.raises(checkify.JaxRuntimeError, match="sigma"):
+        err.throw()
+    err, _ = checked(jnp.array([1.0]), 1.5)
+    with pytest.raises(checkify.JaxRuntimeError, match="delta"):
+        err.throw()
+    g = checkify.checkify(jax.jit(lambda s, e: bounds.guaranteed_small_entries(s, 64, e, 0.05, 0.05, checked=True)),
+                          errors=checkify.user_checks)
+    err, _ = g(1.0, 2.0)
+    with pytest.raises(checkify.JaxRuntimeError, match="eps"):
+        err.throw()
+    err, _ = g(1.0, 0.5)
+    assert err.get() is None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 
+import jax
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -348,3 +349,62 @@ def test_theorem_4_3_planted_wrong_bounds_are_caught(name):
     g = bounds.guaranteed_small_entries(sig, num_keys, 16 / num_keys, D1, D2, "binomial")
     wrong = binomial_check(int(np.sum(count < g + num_keys // 4)), SEEDS, DELTA)
     assert wrong.verdict == "VIOLATED", wrong
+
+
+# ------------------------------------------- the former SciPy implementation as reference
+
+
+def _scipy_guarantee(sigma, n, eps, d1, d2, method):
+    """guaranteed_small_entries as the library computed it with NumPy/SciPy before
+    it became a JAX function (stats.binom.isf plus the exactness fix-ups)."""
+    sigma, eps = np.asarray(sigma, dtype=np.float64), np.asarray(eps, dtype=np.float64)
+    eta = sigma * math.sqrt(2.0 * math.log(1.0 / d2) / n)
+    t = np.log(n * eps) - eta
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_p = np.where(t > 0, -np.square(t) / (2.0 * np.square(sigma)), 0.0)
+    p = np.exp(log_p)
+    if method == "hoeffding":
+        q = np.floor(n * p + math.sqrt(n * math.log(1.0 / d1) / 2.0))
+    else:
+        q = stats.binom.isf(d1, n, p)
+        q = np.where(stats.binom.sf(q, n, p) > d1, q + 1, q)
+        q = np.where((q > 0) & (stats.binom.sf(q - 1, n, p) <= d1), q - 1, q)
+    return np.clip(n - q, 0, n).astype(np.int64)
+
+
+@pytest.mark.parametrize("n", [1, 7, 256, 10_000, 10**6])
+@pytest.mark.parametrize("method", METHODS)
+def test_converse_equals_the_scipy_implementation_exactly(n, method):
+    sig = np.array([0.0, 0.05, 0.3, 1.0, 2.0, 4.0])[:, None]
+    eps = np.geomspace(0.5 / n, 1.0, 23)[None, :]
+    for d1, d2 in ((1e-12, 0.3), (0.025, 0.025), (0.4, 1e-6)):
+        got = np.asarray(bounds.guaranteed_small_entries(sig, n, eps, d1, d2, method))
+        ref = _scipy_guarantee(sig, n, eps, d1, d2, method)
+        np.testing.assert_array_equal(got, ref)
+        jitted = jax.jit(lambda s, e: bounds.guaranteed_small_entries(s, n, e, d1, d2, method))(sig, eps)
+        np.testing.assert_array_equal(np.asarray(jitted), ref)
+
+
+@pytest.mark.parametrize("n", [1, 2, 64, 4096, 10**6])
+@pytest.mark.parametrize("delta", [1e-12, 0.025, 0.5, 1 - 1e-9])
+def test_exceedance_probability_matches_scipy_betaincinv(n, delta):
+    from scipy import special as sp
+    for k in sorted({1, 2, max(1, n // 3), n}):
+        if k > n:
+            continue
+        got = float(bounds.count_exceedance_probability(n, k, delta))
+        ref = float(sp.betaincinv(n - k + 1, k, delta)) * (1 - 1e-12)
+        np.testing.assert_allclose(got, ref, rtol=2e-13 if n < 10**5 else 1e-12)
+        assert got <= ref / (1 - 1e-12)  # the safety step keeps it below the exact quantile
+
+
+def test_theorem_4_3_functions_jit_and_vmap():
+    sig = np.array([0.0, 0.4, 1.3])
+    for method in METHODS:
+        eager = np.asarray(bounds.small_entry_log_bound(sig, 200, 150, D1, D2, method))
+        jitted = jax.jit(lambda s, a, b: bounds.small_entry_log_bound(s, 200, 150, a, b, method))(sig, D1, D2)
+        np.testing.assert_allclose(np.asarray(jitted), eager, rtol=1e-14)
+        deltas = np.array([1e-6, 0.01, 0.3])
+        mapped = jax.vmap(lambda s, d: bounds.guaranteed_small_entries(s, 200, 0.02, d, d, method))(sig, deltas)
+        np.testing.assert_array_equal(np.asarray(mapped), [int(bounds.guaranteed_small_entries(s, 200, 0.02, d, d, method))
+                                                            for s, d in zip(sig, deltas)])

@@ -559,3 +559,101 @@ def test_negative_or_non_finite_spread_and_sigma_are_rejected():
         eb.row_spread_bound(-1.0, 16, 0.05)
     with pytest.raises(ValueError, match="sigma"):
         eb.row_error_bounds(np.inf, 16, 4, 0.05)
+
+
+# ------------------------------------------- JAX transformations, dtypes, validation
+
+from jax.experimental import checkify  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+
+def test_error_bounds_jit_vmap_grad_match_eager():
+    n, k = 256, 16
+    sigma = np.array([0.2, 0.9, 1.7])
+    deltas = np.array([1e-4, 0.05, 0.3])
+    eager = eb.row_error_bounds(sigma, n, k, 0.05)
+    jitted = jax.jit(lambda s, d: eb.row_error_bounds(s, n, k, d))(sigma, 0.05)
+    for e, j in zip(eager, jitted):
+        np.testing.assert_allclose(np.asarray(j), np.asarray(e), rtol=1e-14)
+    mapped = jax.vmap(lambda s, d: eb.row_error_bounds(s, n, k, d))(sigma, deltas)
+    for field, m in zip(eb.ErrorBounds._fields, mapped):
+        expected = [float(getattr(eb.row_error_bounds(s, n, k, d), field)) for s, d in zip(sigma, deltas)]
+        np.testing.assert_allclose(np.asarray(m), expected, rtol=1e-14)
+    # grad of the log l2 upper bound in sigma: d/dsigma (rho + const) = 2 sqrt(2 ln(2n/delta)).
+    g = jax.grad(lambda s: eb.row_error_bounds(s, n, k, 0.05).log_l2_upper)(0.7)
+    np.testing.assert_allclose(float(g), 2 * math.sqrt(2 * math.log(2 * n / 0.05)), rtol=1e-13)
+    lo, hi = eb.frobenius_error_bounds(sigma, n, k, 0.05)
+    jl, jh = jax.jit(lambda s: eb.frobenius_error_bounds(s, n, k, 0.05))(sigma)
+    np.testing.assert_allclose([float(jl), float(jh)], [float(lo), float(hi)], rtol=1e-14)
+    v = np.random.default_rng(0).normal(size=(4, 10, 3))
+    out = eb.log_output_error_upper_bound(np.log([0.1, 0.2, 0.3, 0.4]), np.log([0.1] * 4), v)
+    np.testing.assert_allclose(np.asarray(jax.jit(eb.log_output_error_upper_bound)(
+        np.log([0.1, 0.2, 0.3, 0.4]), np.log([0.1] * 4), v)), np.asarray(out), rtol=1e-13)
+    np.testing.assert_allclose(np.asarray(jax.vmap(eb.value_radius)(v)), np.asarray(eb.value_radius(v)), rtol=1e-14)
+    gs = jax.grad(lambda s: jnp.sum(eb.log_tail_mass_bounds(s, n, k)[1]))(np.array([0.5, 2.0]))
+    assert np.all(np.isfinite(np.asarray(gs))) and np.all(np.asarray(gs) >= 0)  # upper bound increasing in spread
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_error_bounds_keep_the_dtype(dtype):
+    n, k = 64, 8
+    sigma, spread = np.array([0.3, 1.1], dtype=dtype), np.array([0.0, 3.0], dtype=dtype)
+    for arr in (*eb.row_error_bounds(sigma, n, k, 0.05), *eb.deterministic_error_bounds(spread, n, k),
+                *eb.frobenius_error_bounds(sigma, n, k, 0.05), eb.row_spread_bound(sigma, n, 0.05),
+                eb.row_spread_bound(sigma, n, 0.05, "self", diagonal_offset=dtype(0.5))):
+        assert np.asarray(arr).dtype == dtype
+    v = np.random.default_rng(1).normal(size=(10, 3)).astype(dtype)
+    assert np.asarray(eb.value_radius(v)).dtype == dtype
+    assert np.asarray(eb.value_spectral_norm(v)).dtype == dtype
+    assert np.asarray(eb.log_output_error_upper_bound(dtype(-1.0), dtype(-2.0), v)).dtype == dtype
+    f64 = eb.row_error_bounds(sigma.astype(np.float64), n, k, 0.05)
+    for a, b in zip(eb.row_error_bounds(sigma, n, k, 0.05), f64):
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b), rtol=1e-5 if dtype == np.float32 else 0)
+
+
+def test_value_helpers_reject_bad_values_naming_the_argument():
+    good = np.ones((4, 3))
+    for f in (eb.value_radius, eb.value_spectral_norm,
+              lambda v: eb.log_output_error_upper_bound(-1.0, -1.0, v)):
+        with pytest.raises(ValueError, match="values must be finite"):
+            f(np.where(np.eye(4, 3) > 0, np.nan, good))
+        with pytest.raises(ValueError, match="values must be finite"):
+            f(np.full((4, 3), np.inf))
+        for empty in (np.ones((0, 3)), np.ones((4, 0)), np.ones((2, 0, 3))):
+            with pytest.raises(ValueError, match="values must not be empty"):
+                f(empty)
+    for bad in (-1.0, np.nan, np.inf):
+        with pytest.raises(ValueError, match="radius"):
+            eb.log_output_error_bound_from_norms(-1.0, -1.0, bad, 1.0)
+        with pytest.raises(ValueError, match="spectral"):
+            eb.log_output_error_bound_from_norms(-1.0, -1.0, 1.0, bad)
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError, match="log_tail_upper"):
+            eb.log_output_error_bound_from_norms(bad, -1.0, 1.0, 1.0)
+        with pytest.raises(ValueError, match="log_l2_upper"):
+            eb.log_output_error_upper_bound(-1.0, bad, good)
+        with pytest.raises(ValueError, match="log_tail_mass"):
+            eb.log_l2_error_lower_bound(bad, 10, 3)
+    # -inf is an exact zero (k = n), allowed.
+    assert np.isneginf(float(eb.log_output_error_bound_from_norms(-np.inf, -np.inf, 1.0, 1.0)))
+    with pytest.raises(ValueError, match="sigma must not be empty"):
+        eb.frobenius_error_bounds(np.ones(0), 10, 3, 0.05)
+
+
+def test_error_bound_values_checked_under_jit_with_checkify():
+    f = checkify.checkify(jax.jit(lambda v: eb.value_radius(v, checked=True)), errors=checkify.user_checks)
+    err, out = f(jnp.ones((4, 3)))
+    assert err.get() is None and float(out) == 0.0
+    err, _ = f(jnp.full((4, 3), jnp.nan))
+    with pytest.raises(checkify.JaxRuntimeError, match="values"):
+        err.throw()
+    g = checkify.checkify(jax.jit(lambda s, d: eb.row_error_bounds(s, 64, 8, d, checked=True)),
+                          errors=checkify.user_checks)
+    err, _ = g(jnp.array([1.0, -1.0]), 0.05)
+    with pytest.raises(checkify.JaxRuntimeError, match="sigma"):
+        err.throw()
+    err, _ = g(jnp.array([1.0]), 2.0)
+    with pytest.raises(checkify.JaxRuntimeError, match="delta"):
+        err.throw()
+    # Without checked=True, jit skips the value checks (no error, a NaN out).
+    assert np.isnan(float(jax.jit(eb.value_radius)(jnp.full((4, 3), jnp.nan))))
