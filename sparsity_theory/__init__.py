@@ -73,6 +73,7 @@ def x64(enabled: bool = True) -> _Iterator[None]:
 from sparsity_theory import bounds  # noqa: E402  (Lemma 4.2 etc.: st.bounds.*)
 from sparsity_theory import error_bounds  # noqa: E402  (Theorems 6.1/6.2: st.error_bounds.*)
 from sparsity_theory import gaussian_laws  # noqa: E402  (sharp Gaussian laws: st.gaussian_laws.*)
+from sparsity_theory import gaussian_quantiles  # noqa: E402  (exact quantiles: st.gaussian_quantiles.*)
 from sparsity_theory import windows  # noqa: E402  (window strategies, Claim 7.1: st.windows.*)
 from sparsity_theory.attention import (  # noqa: E402
     attention_logits,
@@ -139,6 +140,7 @@ __all__ = [
     "exact_attention",
     "frobenius_aggregate",
     "gaussian_laws",
+    "gaussian_quantiles",
     "gaussian_weights",
     "kth_largest",
     "kth_smallest",

@@ -44,7 +44,8 @@ SPRT_BETA = rule(SHARED, "sprt_beta", 1e-3, "the SPRT's miss rate at H1 (reporte
 
 
 def claim_result(failed, log_ratio, delta: float, alpha: float = ALPHA,
-                 extra: Optional[dict] = None, log_bound_over_trivial=None) -> dict[str, Any]:
+                 extra: Optional[dict] = None, log_bound_over_trivial=None,
+                 score_step_over_exact=None) -> dict[str, Any]:
     """Per-cell record of one claim: failures / trials, the binomial check (None
     without trials) and the looseness of ``exp(log_ratio)`` (median, p99, worst).
 
@@ -53,7 +54,15 @@ def claim_result(failed, log_ratio, delta: float, alpha: float = ALPHA,
     window is at most 1 - k/n, an l2 distance of two probability vectors at most
     sqrt 2, an entry at most 1, ...). The record then says in how many cases the
     bound bites (is below that maximum) and how close it came: a bound that
-    never bites holds for free (issue 17: HOLDS BUT VACUOUS)."""
+    never bites holds for free (issue 17: HOLDS BUT VACUOUS).
+
+    ``score_step_over_exact``: the bound's score step (a threshold on the
+    centred scores, sigma = 1) over the exact ``1 - delta`` quantile of the score
+    statistic it bounds when the scores are Gaussian
+    (:mod:`sparsity_theory.gaussian_quantiles`); one value or one per window
+    or k of the cell, recorded as its range. It does not depend on the data: it
+    is what a loosened constant changes while the failure rate barely moves
+    (issue 14 item 7)."""
     failed = np.asarray(failed, dtype=bool).ravel()
     trials, failures = int(failed.size), int(np.sum(failed))
     check = binomial_check(failures, trials, delta, alpha).to_dict() if trials else None
@@ -69,6 +78,10 @@ def claim_result(failed, log_ratio, delta: float, alpha: float = ALPHA,
         x = x[~np.isnan(x)]
         result["vacuity"] = {"cases": int(x.size), "biting": int(np.sum(x < -BITING_MARGIN)),
                              "min_log_bound_over_trivial": float(np.min(x)) if x.size else None}
+    if score_step_over_exact is not None:
+        x = np.asarray(score_step_over_exact, dtype=np.float64).ravel()
+        x = x[np.isfinite(x)]
+        result["score_step_over_exact"] = [float(x.min()), float(x.max())] if x.size else None
     if extra:
         result.update(extra)
     return result
@@ -108,6 +121,9 @@ class ClaimVerdict:
     detectable_rate_cell: Optional[float] = None
     biting_fraction: Optional[float] = None  # share of cases where the bound is below the trivial maximum
     min_bound_over_trivial: Optional[float] = None  # the bound's closest approach to biting
+    # Range over cells of the score step / its exact Gaussian 1 - delta quantile (1 = exact).
+    score_step_over_exact_low: Optional[float] = None
+    score_step_over_exact_high: Optional[float] = None
     worst_relative_difference: Optional[float] = None
     initial_worst_ratio: Optional[float] = None
 
@@ -135,6 +151,15 @@ def _vacuity(records: list[dict]) -> dict[str, Optional[float]]:
     closest = [r["min_log_bound_over_trivial"] for r in records if r["min_log_bound_over_trivial"] is not None]
     return {"biting_fraction": sum(r["biting"] for r in records) / cases,
             "min_bound_over_trivial": float(np.exp(min(closest)))}
+
+
+def _tightness(ranges: list) -> dict[str, float]:
+    """Pooled range of the cells' score step over its exact Gaussian quantile."""
+    ranges = [r for r in ranges if r]
+    if not ranges:
+        return {}
+    return {"score_step_over_exact_low": min(r[0] for r in ranges),
+            "score_step_over_exact_high": max(r[1] for r in ranges)}
 
 
 def _weakest_cell(tested: list[dict], delta: float, alpha: float) -> Optional[float]:
@@ -188,6 +213,7 @@ def summarise_claims(suite: str, claims: dict[str, str], cell_results: Sequence[
             detectable_rate=detectable_rate(trials, delta, alpha, DETECTION_POWER) if trials else None,
             detectable_rate_cell=_weakest_cell(tested, delta, alpha),
             **_vacuity([p["vacuity"] for p in parts if "vacuity" in p]),
+            **_tightness([p.get("score_step_over_exact") for p in parts]),
         ))
     return rows
 

@@ -80,6 +80,13 @@ def bound_entry(results: dict, suite: str, claims: list[str], wrong: list[str], 
         evidence += "; below the trivial maximum (bites) in: " + ", ".join(
             f"{r['claim']} {100 * r['biting_fraction']:.3g}% of cases (bound / maximum at least "
             f"{r['min_bound_over_trivial']:.3g})" for r in known)
+    tight = [r for r in rows if r.get("score_step_over_exact_low") is not None]
+    if tight:  # what the sub-Gaussian score step gives away against exact Gaussian scores
+        evidence += "; score step / exact Gaussian 1 - delta quantile: " + ", ".join(
+            f"{r['claim']} {r['score_step_over_exact_low']:.4g}" + (
+                f"-{r['score_step_over_exact_high']:.4g}"
+                if f"{r['score_step_over_exact_high']:.4g}" != f"{r['score_step_over_exact_low']:.4g}" else "")
+            for r in tight)
     if verdict == "SUPPORTED" and vacuous:
         verdict = ("HOLDS BUT VACUOUS" if len(vacuous) == len(known) == len(rows)
                    else "SUPPORTED; VACUOUS FORMS " + ", ".join(vacuous))

@@ -40,6 +40,14 @@ def _bites(v: dict) -> str:
     return "never" if share == 0 else f"{100 * share:.3g}%"
 
 
+def _score_step(v: dict) -> str:
+    """The bound's score step over its exact Gaussian quantile, as a range."""
+    low, high = v.get("score_step_over_exact_low"), v.get("score_step_over_exact_high")
+    if low is None:
+        return "-"
+    return number(low) if number(low) == number(high) else f"{number(low)}-{number(high)}"
+
+
 def _power(v: dict) -> str:
     if v.get("p_value") is None:
         return "-"
@@ -49,14 +57,15 @@ def _power(v: dict) -> str:
 def verdict_table(verdicts: list[dict]) -> str:
     head = ("| suite | claim | verdict | failures / trials | failure rate [95% CI] vs delta "
             "| p-value | detectable rate (90%): pooled, weakest cell | SPRT (trials) | median ratio "
-            "| p99 ratio | worst ratio | worst rel. diff | bites |")
-    lines = [head, "|" + "---|" * 13]
+            "| p99 ratio | worst ratio | worst rel. diff | bites | score step / exact Gaussian |")
+    lines = [head, "|" + "---|" * 14]
     for v in verdicts:
         lines.append(
             f"| {v['suite']} | {v['claim']} | **{v['verdict']}** | "
             f"{v['violations']} / {v['checked']} | {_rate(v)} | {number(v.get('p_value'))} | {_power(v)} | {_sprt(v)} | "
             f"{number(v['median_of_cell_medians'])} | {number(v.get('worst_p99'))} | "
-            f"{number(v['worst_ratio'])} | {number(v.get('worst_relative_difference'))} | {_bites(v)} |"
+            f"{number(v['worst_ratio'])} | {number(v.get('worst_relative_difference'))} | {_bites(v)} | "
+            f"{_score_step(v)} |"
         )
     return "\n".join(lines)
 

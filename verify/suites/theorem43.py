@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 import sparsity_theory as st
-from sparsity_theory import bounds
+from sparsity_theory import bounds, gaussian_quantiles
 from verify.claims import ALPHA, ClaimVerdict, claim_result, summarise_claims
 from verify.report.figures import pyplot, save_figure, styled
 from verify.sampling import STANDARD_MODELS, sample_row_scores
@@ -106,15 +106,30 @@ def _quantiles(x: np.ndarray) -> dict[str, list]:
 
 
 def _forward(log_entry: np.ndarray, log_eps: np.ndarray, delta: float,
-             log_trivial: np.ndarray | None = None) -> dict[str, Any]:
+             log_trivial: np.ndarray | None = None, score_step_over_exact=None) -> dict[str, Any]:
     """``log_trivial``: per k, the log of the largest value the k-th smallest entry
-    can take at all (for the bound's vacuity)."""
+    can take at all (for the bound's vacuity); ``score_step_over_exact``: per k,
+    the threshold t over the exact Gaussian quantile of the k-th smallest score."""
     finite = np.isfinite(log_eps)
     failed = log_entry > log_eps
     return claim_result(_assigned(failed), (log_entry - log_eps)[finite], delta, ALPHA, extra={
         "failures_per_grid_point": failed.sum(axis=0).tolist(),
         "vacuous_fraction": float(1.0 - finite.mean())},
-        log_bound_over_trivial=None if log_trivial is None else (log_eps - log_trivial[None, :])[finite])
+        log_bound_over_trivial=None if log_trivial is None else (log_eps - log_trivial[None, :])[finite],
+        score_step_over_exact=score_step_over_exact)
+
+
+def threshold_over_exact(num_keys: int, ks: np.ndarray, delta_count: float, method: str) -> np.ndarray:
+    """Per k: Theorem 4.3's score threshold (sigma = 1) over the exact Gaussian
+    ``1 - delta_count`` quantile of the k-th smallest of n scores (inf where the
+    method certifies nothing). Only k with a positive exact quantile are kept:
+    below the median the ratio of two thresholds near 0 says nothing."""
+    out = []
+    for k in ks:
+        exact = float(gaussian_quantiles.kth_smallest_score_quantile(1.0, num_keys, int(k), delta_count))
+        bound = float(np.asarray(bounds.small_entry_score_threshold(1.0, num_keys, int(k), delta_count, method)))
+        out.append(bound / exact if exact > 0 else np.nan)
+    return np.asarray(out)
 
 
 def _converse(count: np.ndarray, guaranteed: np.ndarray, delta: float) -> dict[str, Any]:
@@ -160,12 +175,14 @@ def run_cell(cell: dict) -> dict[str, Any]:
     # The k-th smallest of n entries summing to 1 is at most 1 / (n - k + 1): the
     # n - k + 1 entries from it upward sum to at most 1.
     log_trivial = -np.log(num_keys - ks + 1.0)
+    tight = {m: threshold_over_exact(num_keys, ks, d1, m) for m in bounds.COUNT_METHODS}
     result = {
-        "T4.3-binomial": _forward(log_entry_k, log_eps["binomial"], delta, log_trivial),
-        "T4.3-hoeffding": _forward(log_entry_k, log_eps["hoeffding"], delta, log_trivial),
+        "T4.3-binomial": _forward(log_entry_k, log_eps["binomial"], delta, log_trivial, tight["binomial"]),
+        "T4.3-hoeffding": _forward(log_entry_k, log_eps["hoeffding"], delta, log_trivial, tight["hoeffding"]),
         "T4.3-converse-binomial": _converse(count, guaranteed["binomial"], delta),
         "T4.3-converse-hoeffding": _converse(count, guaranteed["hoeffding"], delta),
-        "T4.3-wrong": _forward(log_entry_k, log_eps_wrong, delta),
+        "T4.3-wrong": _forward(log_entry_k, log_eps_wrong, delta,
+                               score_step_over_exact=WRONG_FACTOR * tight["binomial"]),
     }
     # For the figure: n * (k-th smallest entry) and n * eps_k over k / n.
     result["profile"] = {
