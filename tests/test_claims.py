@@ -153,6 +153,8 @@ def test_a_bound_that_never_bites_is_reported_vacuous():
 def test_the_ledger_says_holds_but_vacuous_for_a_bound_that_never_bites():
     from verify import rules
     from verify.report import ledger
+    from verify.suite import suites
+    suites()  # every suite's rules registered before the run records them (order-independent)
 
     def run(biting):
         rows = [{"suite": "lemma42", "claim": c, "verdict": v, "violations": 0, "checked": 100, "delta": 0.05,
@@ -168,3 +170,44 @@ def test_the_ledger_says_holds_but_vacuous_for_a_bound_that_never_bites():
     assert "L4.2-P1 0% of cases" in run(every)["evidence"]
     assert run(dict(every, **{"L4.2-P2": 0.3}))["verdict"] == "SUPPORTED; VACUOUS FORMS L4.2-P1, L4.2-P3"
     assert run({})["verdict"] == "SUPPORTED"  # no trivial maximum known: nothing to say
+
+
+# --- where a vacuous bound would start to bite (issue 17 item 2) -----------------------------
+
+def test_first_biting_length_is_the_first_power_of_two_below_the_maximum():
+    from verify.claims import SEARCHED_LOG2, first_biting_length
+    assert first_biting_length(lambda n: math.log(1000 / n)) == 1024  # 1000/n < 1 from n = 1024
+    assert first_biting_length(lambda n: 0.0) is None  # equal to the maximum never bites
+    assert first_biting_length(lambda n: -1e-12) is None  # within the biting margin
+    assert first_biting_length(lambda n: 1.0 if n < 2**SEARCHED_LOG2 else -1.0) == 2**SEARCHED_LOG2
+
+
+def test_theorem61_typical_row_bites_where_the_closed_form_says():
+    """Cross mode, k = n/2: the l2 bound e^rho sqrt((n-k)/(nk)) = e^rho / sqrt(n), rho =
+    2 sigma sqrt(2 ln(2n/delta)), is below sqrt 2 from n = 2^14 at sigma = 0.5."""
+    from verify.claims import first_biting_length
+    from verify.suites import theorem61
+    f = theorem61.typical_row_bites(0.5, 0.0, lambda _: 0.05, "cross")
+    for n in (2**13, 2**14):
+        rho = 2 * 0.5 * math.sqrt(2 * math.log(2 * n / 0.05))
+        assert f(n) == pytest.approx(rho - 0.5 * math.log(n) - 0.5 * math.log(2), rel=1e-12)
+    assert f(2**13) > 0 > f(2**14) and first_biting_length(f) == 2**14
+    # The tail bound min(1 - k/n, ...) is 1 - k/n at k = n/2: it never bites.
+    assert first_biting_length(theorem61.typical_row_bites(0.5, 0.0, lambda _: 0.05, "cross", tail=True)) is None
+
+
+def test_pooled_biting_length_and_its_ledger_text():
+    from verify.report import ledger
+    parts = [claim_result(np.zeros(5, bool), np.zeros(5), 0.05, bites_from=f, log_bound_over_trivial=np.ones(5))
+             for f in (lambda n: math.log(64 / n), lambda n: math.log(4096 / n))]
+    (v,) = summarise_claims("s", {"X": "x"}, [({}, {"X": p}) for p in parts])
+    assert (v.bites_from_n, v.bites_never_cells) == (8192, 0)
+    assert ledger._bites_from_text(v.to_dict()) == "; in every cell's typical row from n = 2^13"
+    never = claim_result(np.zeros(5, bool), np.zeros(5), 0.05, bites_from=lambda n: 1.0)
+    (w,) = summarise_claims("s", {"X": "x"}, [({}, {"X": parts[0]}), ({}, {"X": never})])
+    assert (w.bites_from_n, w.bites_never_cells) == (128, 1)
+    assert "in 1 cell(s)' typical rows for no n up to 2^62, in the others' from n = 2^7" in ledger._bites_from_text(
+        w.to_dict())
+    (u,) = summarise_claims("s", {"X": "x"}, [({}, {"X": never})])
+    assert ledger._bites_from_text(u.to_dict()) == "; in no cell's typical row for any n up to 2^62"
+    assert ledger._bites_from_text({"bites_never_cells": None}) == ""

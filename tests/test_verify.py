@@ -177,7 +177,7 @@ def test_lemma42_summary_flags_a_violated_claim():
     row = lemma42.summarise([({}, {"L4.2-P1": valid})])[0]
     assert row.sprt_verdict == "HOLDS" and row.sprt_trials < 300
     assert rows["L4.2-P2"].verdict == "UNTESTED" and rows["L4.2-P2"].checked == 0
-    assert row.to_dict()["claim"] == "L4.2-P1" and len(row.to_dict()) == 26  # results.json's row
+    assert row.to_dict()["claim"] == "L4.2-P1" and len(row.to_dict()) == 28  # results.json's row
     assert runner.FAILING_VERDICTS == ("VIOLATED", "MISSED")
 
 

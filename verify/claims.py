@@ -22,7 +22,7 @@ reject them (CAUGHT), else MISSED, which shows a check without power.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -45,7 +45,8 @@ SPRT_BETA = rule(SHARED, "sprt_beta", 1e-3, "the SPRT's miss rate at H1 (reporte
 
 def claim_result(failed, log_ratio, delta: float, alpha: float = ALPHA,
                  extra: Optional[dict] = None, log_bound_over_trivial=None,
-                 score_step_over_exact=None) -> dict[str, Any]:
+                 score_step_over_exact=None, bites_from: Optional[Callable[[int], float]] = None
+                 ) -> dict[str, Any]:
     """Per-cell record of one claim: failures / trials, the binomial check (None
     without trials) and the looseness of ``exp(log_ratio)`` (median, p99, worst).
 
@@ -62,7 +63,10 @@ def claim_result(failed, log_ratio, delta: float, alpha: float = ALPHA,
     (:mod:`sparsity_theory.gaussian_quantiles`); one value or one per window
     or k of the cell, recorded as its range. It does not depend on the data: it
     is what a loosened constant changes while the failure rate barely moves
-    (issue 14 item 7)."""
+    (issue 14 item 7).
+
+    ``bites_from``: the bound's log over the trivial maximum as a function of n
+    for the cell's typical row; the record keeps :func:`first_biting_length`."""
     failed = np.asarray(failed, dtype=bool).ravel()
     trials, failures = int(failed.size), int(np.sum(failed))
     check = binomial_check(failures, trials, delta, alpha).to_dict() if trials else None
@@ -78,6 +82,8 @@ def claim_result(failed, log_ratio, delta: float, alpha: float = ALPHA,
         x = x[~np.isnan(x)]
         result["vacuity"] = {"cases": int(x.size), "biting": int(np.sum(x < -BITING_MARGIN)),
                              "min_log_bound_over_trivial": float(np.min(x)) if x.size else None}
+    if bites_from is not None:
+        result["bites_from"] = {"n": first_biting_length(bites_from), "searched_log2": SEARCHED_LOG2}
     if score_step_over_exact is not None:
         x = np.asarray(score_step_over_exact, dtype=np.float64).ravel()
         x = x[np.isfinite(x)]
@@ -85,6 +91,21 @@ def claim_result(failed, log_ratio, delta: float, alpha: float = ALPHA,
     if extra:
         result.update(extra)
     return result
+
+
+SEARCHED_LOG2 = 62  # first_biting_length looks at n = 2, 4, ..., 2^62
+
+
+def first_biting_length(log_bound_over_trivial: Callable[[int], float]) -> Optional[int]:
+    """The first power of two n >= 2 at which an upper bound, evaluated by the
+    caller at context length n (its typical row: median sigma, the suite's
+    largest window), is below the trivial maximum of its quantity by more than
+    BITING_MARGIN; None when no n up to 2^SEARCHED_LOG2 is (issue 17: the n
+    beyond which a vacuous bound would bite)."""
+    for j in range(1, SEARCHED_LOG2 + 1):
+        if log_bound_over_trivial(2**j) < -BITING_MARGIN:
+            return 2**j
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +145,10 @@ class ClaimVerdict:
     # Range over cells of the score step / its exact Gaussian 1 - delta quantile (1 = exact).
     score_step_over_exact_low: Optional[float] = None
     score_step_over_exact_high: Optional[float] = None
+    # From which n (a power of two) the bound bites in every cell's typical row, and in
+    # how many cells it does not for any n up to 2^SEARCHED_LOG2.
+    bites_from_n: Optional[int] = None
+    bites_never_cells: Optional[int] = None
     worst_relative_difference: Optional[float] = None
     initial_worst_ratio: Optional[float] = None
 
@@ -151,6 +176,16 @@ def _vacuity(records: list[dict]) -> dict[str, Optional[float]]:
     closest = [r["min_log_bound_over_trivial"] for r in records if r["min_log_bound_over_trivial"] is not None]
     return {"biting_fraction": sum(r["biting"] for r in records) / cases,
             "min_bound_over_trivial": float(np.exp(min(closest)))}
+
+
+def _bites_from(records: list) -> dict[str, Optional[int]]:
+    """Pooled first biting length: the largest over the cells that reported one."""
+    records = [r for r in records if r is not None]
+    if not records:
+        return {}
+    finite = [r["n"] for r in records if r["n"] is not None]
+    return {"bites_from_n": max(finite) if finite else None,
+            "bites_never_cells": sum(r["n"] is None for r in records)}
 
 
 def _tightness(ranges: list) -> dict[str, float]:
@@ -214,6 +249,7 @@ def summarise_claims(suite: str, claims: dict[str, str], cell_results: Sequence[
             detectable_rate_cell=_weakest_cell(tested, delta, alpha),
             **_vacuity([p["vacuity"] for p in parts if "vacuity" in p]),
             **_tightness([p.get("score_step_over_exact") for p in parts]),
+            **_bites_from([p.get("bites_from") for p in parts]),
         ))
     return rows
 

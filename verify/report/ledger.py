@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 
 from verify import rules
+from verify.claims import SEARCHED_LOG2
 from verify.report import paper
 from verify.report.results_file import read_results
 from verify.suite import suites
@@ -79,7 +80,7 @@ def bound_entry(results: dict, suite: str, claims: list[str], wrong: list[str], 
     if known:
         evidence += "; below the trivial maximum (bites) in: " + ", ".join(
             f"{r['claim']} {100 * r['biting_fraction']:.3g}% of cases (bound / maximum at least "
-            f"{r['min_bound_over_trivial']:.3g})" for r in known)
+            f"{r['min_bound_over_trivial']:.3g}{_bites_from_text(r)})" for r in known)
     tight = [r for r in rows if r.get("score_step_over_exact_low") is not None]
     if tight:  # what the sub-Gaussian score step gives away against exact Gaussian scores
         evidence += "; score step / exact Gaussian 1 - delta quantile: " + ", ".join(
@@ -92,6 +93,19 @@ def bound_entry(results: dict, suite: str, claims: list[str], wrong: list[str], 
                    else "SUPPORTED; VACUOUS FORMS " + ", ".join(vacuous))
     return {"paper": paper, "claim": title, "statement": statement, "regime": regime, "verdict": verdict,
             "evidence": evidence or "the run judged none of these claims"}
+
+
+def _bites_from_text(r: dict) -> str:
+    """Where a bound would start to bite at the run's typical rows (issue 17)."""
+    if r.get("bites_never_cells") is None:
+        return ""
+    if r["bites_from_n"] is None:
+        return f"; in no cell's typical row for any n up to 2^{SEARCHED_LOG2}"
+    log2 = r["bites_from_n"].bit_length() - 1
+    if not r["bites_never_cells"]:
+        return f"; in every cell's typical row from n = 2^{log2}"
+    return (f"; in {r['bites_never_cells']} cell(s)' typical rows for no n up to 2^{SEARCHED_LOG2}, "
+            f"in the others' from n = 2^{log2}")
 
 
 def regime_verdict(held: list[str], failed: list[str]) -> str:

@@ -124,7 +124,9 @@ def run_cell(cell: dict) -> dict[str, Any]:
         "T5.1": claim_result(broke[met], gap[met], delta, ALPHA, score_step_over_exact=step),
         # An entry is at most 1: the bound bites where it is below 1.
         "T5.1-max": claim_result(log_max > log_bound, log_max - log_bound, delta, ALPHA,
-                                 log_bound_over_trivial=log_bound, score_step_over_exact=step),
+                                 log_bound_over_trivial=log_bound, score_step_over_exact=step,
+                                 bites_from=lambda m: float(np.asarray(bounds.largest_entry_log_bound(
+                                     sigma_median, m, d1, d2)))),
         "T5.1-wrong": claim_result(broke[met_wrong], gap[met_wrong], delta, ALPHA,
                                    score_step_over_exact=WRONG_FACTOR * step),
         "profile": {
