@@ -474,8 +474,9 @@ def figures(cell_results, out_dir: str) -> list[dict]:
             ax.errorbar(c, [x["slope"] for x in f],
                         yerr=[[x["slope"] - x["low"] for x in f], [x["high"] - x["slope"] for x in f]],
                         fmt=marker, ms=5, capsize=3, color=colour, label=f"fitted C (eps = {eps:g})")
-            ax.plot(c, [p["law_slope"] for p in rows], marker, mfc="none", ms=9, color=colour,
-                    label=f"finite-n law slope (eps = {eps:g})")
+            band = np.array([p["law_band"] for p in rows])
+            ax.vlines(c + (0.025 if i else -0.025), band[:, 0], band[:, 1], color=colour, lw=5, alpha=0.4,
+                      label=f"finite-n law band (eps = {eps:g})")
             ax.plot(c, [p["local_slopes"][-1] for p in rows], "x", ms=6, color=colour,
                     label=f"local slope, largest n (eps = {eps:g})")
         ax.set_xlabel("c, where sigma = c sqrt(ln n)")
@@ -488,7 +489,7 @@ def figures(cell_results, out_dir: str) -> list[dict]:
         order = []
         for j, eps in enumerate(eps_values):
             order += [f"{kind} (eps = {eps:g})"
-                      for kind in ("fitted C", "finite-n law slope", "local slope, largest n")]
+                      for kind in ("fitted C", "finite-n law band", "local slope, largest n")]
             order += references[j::len(eps_values)] if j < len(references) else []
         order = [x for x in order if x in by_label] + [x for x in by_label if x not in order]
         left.legend([by_label[x] for x in order], order, loc="outside lower center",
@@ -497,18 +498,23 @@ def figures(cell_results, out_dir: str) -> list[dict]:
         for p in (p for p in a["phase"] if p["eps"] == eps0):
             line = bx.plot(p["lengths"], p["mean_k"], "o", ms=4, label=f"c = {p['c']:.3g}")
             bx.plot(p["lengths"], p["law_k"], "-", lw=1, color=line[0].get_color())
+            quenched = _law_windows(np.asarray(p["lengths"], dtype=float), p["c"], p["eps"], quenched=True)
+            bx.plot(p["lengths"], quenched, "--", lw=1, color=line[0].get_color())
         bx.set_xscale("log", base=2)
         bx.set_yscale("log")
         bx.set_xlabel("context length n (log scale)")
         bx.set_ylabel(f"mean certified window k_eps (eps = {eps0:g}, log scale)")
-        bx.set_title("windows against n (points) and finite-n law (lines)")
+        bx.set_title("windows against n (points) and the finite-n law (lines)")
         handles, labels = bx.get_legend_handles_labels()
-        handles.append(line2d([], [], color="0.3", lw=1, label="finite-n law"))
+        handles.append(line2d([], [], color="0.3", lw=1, label="finite-n law (annealed)"))
+        handles.append(line2d([], [], color="0.3", lw=1, ls="--", label="quenched reading"))
         right.legend(handles=handles, loc="outside lower center", ncol=4)
         fig.suptitle("Attention phase diagram (Random Energy Model scaling)")
         out.append(save_figure(fig, out_dir, "phase_diagram.png",
                          "Phase diagram: fitted exponent C of k_eps ~ n^C against c, with the limit "
-                         "1 − c²/2, the finite-n law and the collapse point (left); windows against n (right)"))
+                         "1 − c²/2, the band of the finite-n law's slopes (annealed to quenched reading, window "
+                         "k or k + 1) and the collapse point (left); windows against n with the annealed and "
+                         "quenched laws (right)"))
     return out
 
 
