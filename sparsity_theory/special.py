@@ -342,7 +342,10 @@ def binomial_isf(delta, n, p) -> Array:
     under ``jit`` and ``vmap`` (arguments broadcast; n may be an array). The
     comparison is ``log sf <= log delta``, which stays exact far below the float
     range. Returned as floats holding integers, in the floating dtype of p
-    (exact up to 2**53 in float64, 2**24 in float32).
+    (exact up to 2**53 in float64, 2**24 in float32). A tail equal to delta
+    only up to rounding (e.g. ``P(Binomial(3, 1/2) > 2) = 1/8`` at delta = 1/8,
+    computed 2e-15 high) can give q one larger than exact: the conservative
+    side, a smaller guaranteed count in Theorem 4.3's converse.
     """
     dtype = _float_dtype(p, delta)
     delta, n, p = jnp.broadcast_arrays(*(jnp.asarray(v, dtype) for v in (delta, n, p)))

@@ -211,3 +211,13 @@ def test_binomial_log_sf_matches_scipy():
     finite = np.isfinite(ref) & (ref > -700)
     np.testing.assert_allclose(got[finite], ref[finite], rtol=1e-10, atol=1e-13)
     assert np.all(got[q < 0] == 0.0) and np.all(got[q >= n] == -np.inf)
+
+
+def test_binomial_isf_accepts_a_tail_exactly_equal_to_delta():
+    """Definition: the smallest q with P(N > q) <= delta, so a tail equal to delta
+    is accepted. For n = 1 the tail P(N > 0) = p is computed exactly: q = 0."""
+    assert float(special.binomial_isf(0.5, 1, 0.5)) == 0.0
+    assert float(special.binomial_isf(0.25, 1, 0.25)) == 0.0
+    # Just above the tail the next count is needed; just below, q = 0 still.
+    assert float(special.binomial_isf(0.5 * (1 - 1e-12), 1, 0.5)) == 1.0
+    assert float(special.binomial_isf(0.5 * (1 + 1e-12), 1, 0.5)) == 0.0
