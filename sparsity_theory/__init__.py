@@ -15,6 +15,10 @@ the user turns on explicitly, in one of three ways:
 
 Asking a sampler for float64 while 64-bit mode is off raises a ValueError (JAX
 itself would silently return float32). See docs/usage.md, "float32 and float64".
+
+``sparsity_theory.testing`` (hypothesis strategies and binomial assertions for
+a user's own CI, docs/testing.md) is not imported here: it needs hypothesis,
+a test dependency.
 """
 
 import contextlib as _contextlib
@@ -74,6 +78,7 @@ from sparsity_theory import bounds  # noqa: E402  (Lemma 4.2 etc.: st.bounds.*)
 from sparsity_theory import error_bounds  # noqa: E402  (Theorems 6.1/6.2: st.error_bounds.*)
 from sparsity_theory import gaussian_laws  # noqa: E402  (sharp Gaussian laws: st.gaussian_laws.*)
 from sparsity_theory import gaussian_quantiles  # noqa: E402  (exact quantiles: st.gaussian_quantiles.*)
+from sparsity_theory import score_scales  # noqa: E402  (sigma_i, mu_i from Q and the keys: st.score_scales.*)
 from sparsity_theory import windows  # noqa: E402  (window strategies, Claim 7.1: st.windows.*)
 from sparsity_theory.attention import (  # noqa: E402
     attention_logits,
@@ -153,6 +158,7 @@ __all__ = [
     "orthogonal_weights",
     "project",
     "sample_inputs",
+    "score_scales",
     "sparse_attention",
     "sparse_attention_errors",
     "sparse_attention_matrix",
