@@ -279,11 +279,20 @@ def test_logit_rows_reach_the_hard_cases():
          settings=find_settings)
 
 
-def test_logit_rows_without_masking_have_no_inf():
+def test_logit_rows_without_masking_drive_the_library():
+    """Unmasked rows are finite, and the library's row functions take them at
+    every scale: tail masses are log-probabilities, -inf at k = n, and the
+    count of small entries is in [0, n - 1] (the largest entry is >= 1/n)."""
+    import jax.numpy as jnp
+
     @settings(deadline=None, database=None, max_examples=40)
-    @given(stt.logit_rows(max_n=8, allow_masked=False))
+    @given(stt.logit_rows(min_n=8, max_n=8, allow_masked=False))
     def run(row):
         assert np.all(np.isfinite(row))
+        u = jnp.asarray(row)[None]
+        log_tail = np.asarray(st.log_tail_mass(u, (1, 4, 8)))[0]
+        assert np.all(log_tail <= 0) and log_tail[-1] == -np.inf
+        assert 0 <= int(st.num_small_entries(u, 1e-3)[0]) <= 7
 
     run()
 
