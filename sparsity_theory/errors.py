@@ -128,6 +128,19 @@ def _errors_no_values(logits, windows):
     return SparseAttentionErrors(*f(logits), None)
 
 
+def centred_values(values: Array) -> Array:
+    """Value rows minus their mean row (over the n keys).
+
+    The output error ``(s - s^)^T V`` is unchanged by any common row added to V,
+    since s and s^ both sum to 1; it is computed as ``tau (mu_tail - mu_head)``,
+    a difference of two weighted means of V, which with a large common offset
+    (V + 1e6) would cancel to a few digits. Centred first, V carries no offset;
+    and where the values do share one, each subtraction ``v - c`` is exact
+    (Sterbenz: v and c within a factor 2), so the error is exact to rounding of
+    the centred values."""
+    return values - jnp.mean(values, axis=-2, keepdims=True)
+
+
 @functools.partial(jax.jit, static_argnames="windows")
 def _errors_with_values(logits, values, windows):
     f = jnp.vectorize(
@@ -163,7 +176,7 @@ def sparse_attention_errors(
     _checks.check_finite_array(values, "values")
     if jnp.ndim(logits) < 2:
         raise ValueError("with values, logits must be (..., m, n): add a row axis.")
-    return _errors_with_values(logits, jnp.asarray(values, logits.dtype), windows)
+    return _errors_with_values(logits, centred_values(jnp.asarray(values, logits.dtype)), windows)
 
 
 def _masked_row_errors(u: Array, kept: Array, values: Optional[Array]):
@@ -240,7 +253,7 @@ def masked_attention_errors(logits: Array, kept: Array,
     _checks.check_finite_array(values, "values")
     if jnp.ndim(logits) < 2:
         raise ValueError("with values, logits must be (..., m, n): add a row axis.")
-    return _masked_with_values(logits, kept, jnp.asarray(values, logits.dtype))
+    return _masked_with_values(logits, kept, centred_values(jnp.asarray(values, logits.dtype)))
 
 
 @functools.partial(jax.jit, static_argnames="axis")

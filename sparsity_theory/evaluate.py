@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from sparsity_theory import _checks
 from sparsity_theory.attention import _check_qkv, _scores
-from sparsity_theory.errors import _row_errors
+from sparsity_theory.errors import _row_errors, centred_values
 from sparsity_theory.sparsity import _certified_window_row, _num_small, log_eps_array
 
 Array = jax.Array
@@ -139,7 +139,7 @@ def validated_rows_arguments(queries, keys, values, windows, eps, scale) -> tupl
     dtype = jnp.result_type(queries.dtype, jnp.asarray(keys).dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    if values is not None:
-        values = jnp.asarray(values, dtype)
+    if values is not None:  # centred: the output error is exact under a common offset
+        values = centred_values(jnp.asarray(values, dtype))
     return (queries.astype(dtype), jnp.asarray(keys, dtype), values,
             log_eps_array(eps, dtype), jnp.asarray(scale, dtype), windows)
