@@ -53,11 +53,24 @@ from sparsity_theory.bounds import num_independent_keys, score_deviation_bound
 Array = jax.Array
 
 
-def _check_nk(n, k) -> tuple[int, int]:
-    n = _checks.check_int(n, "n")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}.")
-    return n, _checks.check_window(k, n)
+def _check_nk(n, k):
+    """n >= 1 and k in [1, n]: Python ints, or integer arrays (for vmap over n and
+    k; concrete values are range-checked, traced ones cannot be)."""
+    if isinstance(n, (int, np.integer)) and isinstance(k, (int, np.integer)):
+        n = _checks.check_int(n, "n")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}.")
+        return n, _checks.check_window(k, n)
+    n = _checks.check_count(n, "n", 1)
+    k = _checks.check_count(k, "k", 1)
+    if _checks.is_concrete(n) and _checks.is_concrete(k) and np.any(np.asarray(k) > np.asarray(n)):
+        raise ValueError(f"k must be in [1, n], got k = {k!r} for n = {n!r}.")
+    return n, k
+
+
+def _log(x, dtype) -> Array:
+    """``ln x`` of a count: exact ``math.log`` for a Python int, else in ``dtype``."""
+    return math.log(x) if isinstance(x, int) else jnp.log(jnp.asarray(x).astype(dtype))
 
 
 def _as_float(x) -> Array:
@@ -93,8 +106,12 @@ def _check_values_matrix(values, checked: bool) -> Array:
     return v
 
 
-def _log_dropped(n: int, k: int) -> float:
-    return math.log(n - k) if k < n else -math.inf
+def _log_dropped(n, k, dtype=None):
+    """``ln(n - k)``, -inf at k = n."""
+    if isinstance(n, int) and isinstance(k, int):
+        return math.log(n - k) if k < n else -math.inf
+    gap = jnp.asarray(n - k).astype(dtype)
+    return jnp.where(gap > 0, jnp.log(jnp.maximum(gap, 1)), -jnp.inf)
 
 
 # --- deterministic forms (every finite row) ----------------------------------------
@@ -104,13 +121,14 @@ def log_tail_mass_bounds(spread, n: int, k: int, *, checked: bool = False) -> tu
     """D5: ``(log lower, log upper)`` of the tail mass tau of a row with
     ``spread = ln r = max u - min u``:
     ``(n-k)/(n-k + k r) <= tau <= min(1 - k/n, (n-k) r / (k + (n-k) r))``.
-    Each shaped like ``spread`` (finite, >= 0); n >= 1 and k in [1, n] are Python ints."""
+    Each shaped like ``spread`` (finite, >= 0) broadcast with n and k: n >= 1 and
+    k in [1, n], Python ints or integer arrays (vmap over them works)."""
     n, k = _check_nk(n, k)
     spread = _check_spread(spread, checked)
-    log_nk, log_k = _log_dropped(n, k), math.log(k)
+    log_nk, log_k = _log_dropped(n, k, spread.dtype), _log(k, spread.dtype)
     lower = log_nk - jnp.logaddexp(log_nk, log_k + spread)
     upper = jnp.minimum(log_nk + spread - jnp.logaddexp(log_k, log_nk + spread),
-                        log_nk - math.log(n))
+                        log_nk - _log(n, spread.dtype))
     return lower, upper
 
 
@@ -120,13 +138,17 @@ def log_l2_error_lower_bound(log_tail_mass, n: int, k: int, *, checked: bool = F
     The kept entries sum to 1 - tau and the dropped ones to tau, so by
     Cauchy-Schwarz ``||s - s^||_2^2 >= (tau/(1-tau))^2 (1-tau)^2 / k + tau^2 / (n-k)``.
     Increasing in tau: pass a lower bound on tau to get a lower bound. Shaped
-    like ``log_tail_mass`` (not NaN, not +inf).
+    like ``log_tail_mass`` (not NaN, not +inf), broadcast with n and k (Python
+    ints or integer arrays).
     """
     n, k = _check_nk(n, k)
     log_tail_mass = _check_log(log_tail_mass, "log_tail_mass", checked)
-    if k == n:
+    if isinstance(n, int) and isinstance(k, int) and k == n:
         return jnp.full_like(log_tail_mass, -jnp.inf)
-    return log_tail_mass + 0.5 * (math.log(n) - math.log(k) - math.log(n - k))
+    dtype = log_tail_mass.dtype
+    log_nk = _log_dropped(n, k, dtype)
+    value = log_tail_mass + 0.5 * (_log(n, dtype) - _log(k, dtype) - log_nk)
+    return value if isinstance(log_nk, float) else jnp.where(jnp.isinf(log_nk), -jnp.inf, value)
 
 
 def log_l2_error_upper_bound(spread, n: int, k: int, *, checked: bool = False) -> Array:
@@ -135,10 +157,12 @@ def log_l2_error_upper_bound(spread, n: int, k: int, *, checked: bool = False) -
     Every entry is at most ``r / n``, and the odds ``tau/(1-tau)`` are at most
     ``(n-k)/k``; so ``||s - s^||_2^2 <= (r/n)^2 ((n-k)^2/k + (n-k))``.
     Increasing in the spread: pass an upper bound on it to get an upper bound.
-    Shaped like ``spread``.
+    Shaped like ``spread``, broadcast with n and k (Python ints or integer arrays).
     """
     n, k = _check_nk(n, k)
-    return _check_spread(spread, checked) + 0.5 * (_log_dropped(n, k) - math.log(n) - math.log(k))
+    spread = _check_spread(spread, checked)
+    dtype = spread.dtype
+    return spread + 0.5 * (_log_dropped(n, k, dtype) - _log(n, dtype) - _log(k, dtype))
 
 
 def value_radius(values: Array, *, checked: bool = False) -> Array:
@@ -204,9 +228,9 @@ def row_spread_bound(sigma, n: int, delta, mode: str = "cross",
     n - 1 off-diagonal scores lie within ``mu_i +- t`` (t for n - 1 keys), and the
     diagonal score ``u_ii = mu_i + diagonal_offset`` is fixed given x_i, so
     ``rho = t + max(t, |diagonal_offset|)``. sigma, delta and diagonal_offset
-    broadcast; n is a Python int.
+    broadcast; n is a Python int or an integer array (vmap over n works).
     """
-    keys = num_independent_keys(n, mode)
+    keys = num_independent_keys(n, mode) if isinstance(n, (int, np.integer)) else _array_keys(n, mode)
     sigma = _as_float(sigma)
     _checks.check_finite_values(sigma, "sigma", checked=checked)
     _checks.check_values(sigma >= 0, "sigma (the row's score scale) must be >= 0.", checked=checked)
@@ -219,6 +243,14 @@ def row_spread_bound(sigma, n: int, delta, mode: str = "cross",
         raise ValueError("self mode needs diagonal_offset = u_ii - mu_i (the query's own score).")
     _checks.check_finite_values(diagonal_offset, "diagonal_offset", checked=checked)
     return t + jnp.maximum(t, jnp.abs(_as_float(diagonal_offset)))
+
+
+def _array_keys(n, mode: str) -> Array:
+    """:func:`num_independent_keys` for an integer array of lengths."""
+    if mode not in ("self", "cross"):
+        raise ValueError(f"mode must be 'self' or 'cross', got {mode!r}.")
+    n = _checks.check_count(n, "n", 2 if mode == "self" else 1)
+    return n - 1 if mode == "self" else n
 
 
 class ErrorBounds(NamedTuple):
@@ -250,8 +282,8 @@ def row_error_bounds(sigma, n: int, k: int, delta, mode: str = "cross",
     and ``rho = O(sqrt(ln n))`` for a fixed sigma, so it goes to 0 (Theorem 6.1,
     per row). With k fixed (or ``O(ln n)``), ``k e^rho = n^{o(1)}``, so the tail
     lower bound goes to 1 and the l2 lower bound to ``1/sqrt(k)``: the error does
-    not vanish (Theorem 6.2). Each field shaped like sigma (broadcast with delta
-    and diagonal_offset); n and k are Python ints.
+    not vanish (Theorem 6.2). Each field shaped like sigma (broadcast with delta,
+    diagonal_offset, n and k; n and k Python ints or integer arrays).
     """
     _checks.check_probability_values(delta, "delta", checked=checked)
     spread = row_spread_bound(sigma, n, delta, mode, diagonal_offset, checked=checked)

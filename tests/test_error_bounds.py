@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -564,7 +565,6 @@ def test_negative_or_non_finite_spread_and_sigma_are_rejected():
 # ------------------------------------------- JAX transformations, dtypes, validation
 
 from jax.experimental import checkify  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
 
 def test_error_bounds_jit_vmap_grad_match_eager():
@@ -657,3 +657,24 @@ def test_error_bound_values_checked_under_jit_with_checkify():
         err.throw()
     # Without checked=True, jit skips the value checks (no error, a NaN out).
     assert np.isnan(float(jax.jit(eb.value_radius)(jnp.full((4, 3), jnp.nan))))
+
+
+@pytest.mark.parametrize("mode, offset", [("cross", None), ("self", 0.3)])
+def test_vmap_and_jit_over_n_and_k(mode, offset):
+    """n and k may be integer arrays: vmap over (n, k) and jit with traced n, k
+    give the eager values of Python-int calls, k = n included (l2 lower -inf)."""
+    ns = jnp.array([64, 256, 1024, 1024])
+    ks = jnp.array([1, 16, 512, 1024])
+
+    def bounds(n, k):
+        return eb.row_error_bounds(0.7, n, k, 0.05, mode, offset)
+    mapped = jax.vmap(bounds)(ns, ks)
+    jitted = jax.jit(bounds)(ns, ks)
+    for i in range(len(ns)):
+        eager = bounds(int(ns[i]), int(ks[i]))
+        for got_v, got_j, want in zip(mapped, jitted, eager):
+            np.testing.assert_allclose(got_v[i], want, rtol=1e-12)
+            np.testing.assert_allclose(got_j[i], want, rtol=1e-12)
+    assert mapped.log_l2_lower[-1] == -np.inf  # k = n drops nothing
+    with pytest.raises(ValueError, match="k must be in"):
+        eb.log_tail_mass_bounds(0.5, jnp.array([10]), jnp.array([11]))
