@@ -253,6 +253,14 @@ def key_moments(keys) -> KeyMoments:
     return KeyMoments(mean, centred.T @ centred / (k.shape[0] - 1))
 
 
+def _queries_and_key_moments(queries, keys, scale):
+    """The validated query rows and the sample moments of the keys."""
+    queries, keys = _array(queries), _array(keys)
+    _check_keys(keys, _check_queries(queries))
+    _check_scale(scale)
+    return queries, key_moments(keys)
+
+
 def score_scale_from_keys(queries, keys, scale=1.0) -> Array:
     """Estimated sigma_i: :func:`score_scale_from_covariance` with the empirical
     covariance of ``keys`` (n x d), i.e. the sample standard deviation
@@ -260,11 +268,7 @@ def score_scale_from_keys(queries, keys, scale=1.0) -> Array:
     for the theorems only if the keys are independent of the query and of the
     keys the bound is then checked on (see :func:`key_moments`). Shapes as in
     :func:`score_scale_from_covariance`."""
-    queries, keys = _array(queries), _array(keys)
-    d = _check_queries(queries)
-    _check_keys(keys, d)
-    _check_scale(scale)
-    moments = key_moments(keys)
+    queries, moments = _queries_and_key_moments(queries, keys, scale)
     dtype = _dtype(queries, moments.covariance)
     return score_scale_from_covariance(jnp.asarray(queries).astype(dtype),
                                        moments.covariance.astype(dtype), scale)
@@ -273,11 +277,7 @@ def score_scale_from_keys(queries, keys, scale=1.0) -> Array:
 def score_mean_from_keys(queries, keys, scale=1.0) -> Array:
     """Estimated mu_i: ``scale <q_i, mean_j k_j>``, the mean of row i's scores
     over the sampled keys (n x d). An estimate; see :func:`key_moments`."""
-    queries, keys = _array(queries), _array(keys)
-    d = _check_queries(queries)
-    _check_keys(keys, d)
-    _check_scale(scale)
-    moments = key_moments(keys)
+    queries, moments = _queries_and_key_moments(queries, keys, scale)
     dtype = _dtype(queries, moments.mean)
     return score_mean_from_key_mean(jnp.asarray(queries).astype(dtype),
                                     moments.mean.astype(dtype), scale)
