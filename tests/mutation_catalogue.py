@@ -413,12 +413,14 @@ def main(argv=None) -> int:
         fresh = {r["id"]: r for r in results}
         results = [fresh.get(r["id"], r) for r in earlier] + [r for r in results if r["id"] not in
                                                                {e["id"] for e in earlier}]
-        started, commit = re.search(r"on (.+?), git commit `([^`]+)`", header).groups()
+        started, commit = re.search(r" on (\d{4}-\d\d-\d\d \d\d:\d\d UTC), git commit `([^`]+)`", header).groups()
         reruns = (f" Mutants {', '.join(fresh)} re-run with `--update` on "
                   f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} at git commit "
                   f"`{subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True).stdout.strip()}`.")
-        if "re-run with" in header:
-            reruns = header[header.index(" Mutants "):].rstrip() + reruns
+        for earlier_note in re.findall(r" Mutants ([A-Z0-9, ]+) re-run with [^.]*\.", header):
+            if not set(earlier_note.split(", ")) <= set(fresh):  # keep notes of other re-runs
+                reruns = f" Mutants {earlier_note}" + header.split(f" Mutants {earlier_note}", 1)[1].split(".", 1)[0] \
+                    + "." + reruns
     with open(args.out, "w") as f:
         f.write(markdown(results, started, commit, reruns))
     print(f"wrote {args.out}")
