@@ -176,10 +176,10 @@ def test_the_ledger_says_holds_but_vacuous_for_a_bound_that_never_bites():
 
 def test_first_biting_length_is_the_first_power_of_two_below_the_maximum():
     from verify.claims import SEARCHED_LOG2, first_biting_length
-    assert first_biting_length(lambda n: math.log(1000 / n)) == 1024  # 1000/n < 1 from n = 1024
+    assert first_biting_length(lambda n: np.log(1000 / n)) == 1024  # 1000/n < 1 from n = 1024
     assert first_biting_length(lambda n: 0.0) is None  # equal to the maximum never bites
     assert first_biting_length(lambda n: -1e-12) is None  # within the biting margin
-    assert first_biting_length(lambda n: 1.0 if n < 2**SEARCHED_LOG2 else -1.0) == 2**SEARCHED_LOG2
+    assert first_biting_length(lambda n: np.where(n < 2**SEARCHED_LOG2, 1.0, -1.0)) == 2**SEARCHED_LOG2
 
 
 def test_theorem61_typical_row_bites_where_the_closed_form_says():
@@ -199,7 +199,7 @@ def test_theorem61_typical_row_bites_where_the_closed_form_says():
 def test_pooled_biting_length_and_its_ledger_text():
     from verify.report import ledger
     parts = [claim_result(np.zeros(5, bool), np.zeros(5), 0.05, bites_from=f, log_bound_over_trivial=np.ones(5))
-             for f in (lambda n: math.log(64 / n), lambda n: math.log(4096 / n))]
+             for f in (lambda n: np.log(64 / n), lambda n: np.log(4096 / n))]
     (v,) = summarise_claims("s", {"X": "x"}, [({}, {"X": p}) for p in parts])
     assert (v.bites_from_n, v.bites_never_cells) == (8192, 0)
     assert ledger._bites_from_text(v.to_dict()) == "; in every cell's typical row from n = 2^13"

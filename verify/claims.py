@@ -45,7 +45,7 @@ SPRT_BETA = rule(SHARED, "sprt_beta", 1e-3, "the SPRT's miss rate at H1 (reporte
 
 def claim_result(failed, log_ratio, delta: float, alpha: float = ALPHA,
                  extra: Optional[dict] = None, log_bound_over_trivial=None,
-                 score_step_over_exact=None, bites_from: Optional[Callable[[int], float]] = None
+                 score_step_over_exact=None, bites_from: Optional[Callable[[np.ndarray], np.ndarray]] = None
                  ) -> dict[str, Any]:
     """Per-cell record of one claim: failures / trials, the binomial check (None
     without trials) and the looseness of ``exp(log_ratio)`` (median, p99, worst).
@@ -96,16 +96,16 @@ def claim_result(failed, log_ratio, delta: float, alpha: float = ALPHA,
 SEARCHED_LOG2 = 62  # first_biting_length looks at n = 2, 4, ..., 2^62
 
 
-def first_biting_length(log_bound_over_trivial: Callable[[int], float]) -> Optional[int]:
+def first_biting_length(log_bound_over_trivial: Callable[[np.ndarray], np.ndarray]) -> Optional[int]:
     """The first power of two n >= 2 at which an upper bound, evaluated by the
     caller at context length n (its typical row: median sigma, the suite's
     largest window), is below the trivial maximum of its quantity by more than
     BITING_MARGIN; None when no n up to 2^SEARCHED_LOG2 is (issue 17: the n
-    beyond which a vacuous bound would bite)."""
-    for j in range(1, SEARCHED_LOG2 + 1):
-        if log_bound_over_trivial(2**j) < -BITING_MARGIN:
-            return 2**j
-    return None
+    beyond which a vacuous bound would bite). The caller's function gets every
+    length at once, as an int64 array (the bounds take array lengths)."""
+    lengths = 2 ** np.arange(1, SEARCHED_LOG2 + 1, dtype=np.int64)
+    bites = np.broadcast_to(np.asarray(log_bound_over_trivial(lengths)), lengths.shape) < -BITING_MARGIN
+    return int(lengths[np.argmax(bites)]) if bites.any() else None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,6 +29,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 import sparsity_theory as st
@@ -125,8 +126,8 @@ def run_cell(cell: dict) -> dict[str, Any]:
         # An entry is at most 1: the bound bites where it is below 1.
         "T5.1-max": claim_result(log_max > log_bound, log_max - log_bound, delta, ALPHA,
                                  log_bound_over_trivial=log_bound, score_step_over_exact=step,
-                                 bites_from=lambda m: float(np.asarray(bounds.largest_entry_log_bound(
-                                     sigma_median, m, d1, d2)))),
+                                 bites_from=lambda m: np.asarray(bounds.largest_entry_log_bound(
+                                     sigma_median, jnp.asarray(m), d1, d2))),
         "T5.1-wrong": claim_result(broke[met_wrong], gap[met_wrong], delta, ALPHA,
                                    score_step_over_exact=WRONG_FACTOR * step),
         "profile": {

@@ -123,12 +123,13 @@ def typical_row_bites(sigma: float, offset: float, delta_of_n, mode: str, tail: 
     against sqrt 2 per row)."""
     off = np.array([offset]) if mode == "self" else None
 
-    def at(n: int) -> float:
+    def at(n: np.ndarray) -> np.ndarray:
+        n = jnp.asarray(n)
         k = n // 2
         b = error_bounds.row_error_bounds(np.array([sigma]), n, k, delta_of_n(n), mode, off)
         if tail:
-            return float(np.asarray(b.log_tail_upper)[0]) - math.log1p(-k / n)
-        return float(np.asarray(b.log_l2_upper)[0]) - 0.5 * math.log(2)
+            return np.asarray(b.log_tail_upper) - np.log1p(-np.asarray(k) / np.asarray(n))
+        return np.asarray(b.log_l2_upper) - 0.5 * math.log(2)
     return at
 
 
