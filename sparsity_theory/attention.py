@@ -18,10 +18,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from sparsity_theory import _checks
-from sparsity_theory.selection import canonical_zero
+from sparsity_theory import selection
 
 Array = jax.Array
 
@@ -91,7 +90,7 @@ def exact_attention(queries: Array, keys: Array, values: Array, scale: float = 1
 
 def _top_k_mask_row(u: Array, k: int) -> Array:
     # A scatter of the k indices: O(n) memory, not the O(k n) of comparing index lists.
-    return jnp.zeros(u.shape, bool).at[lax.top_k(canonical_zero(u), k)[1]].set(True)
+    return jnp.zeros(u.shape, bool).at[selection.top_k_indices(u, k)].set(True)
 
 
 @functools.partial(jax.jit, static_argnames="k")
@@ -106,7 +105,7 @@ def top_k_indices(logits: Array, k: int) -> Array:
     """
     _check_logits(logits)
     k = _checks.check_window(k, jnp.shape(logits)[-1])
-    return lax.top_k(canonical_zero(jnp.asarray(logits)), k)[1]
+    return selection.top_k_indices(jnp.asarray(logits), k)
 
 
 def top_k_mask(logits: Array, k: int) -> Array:

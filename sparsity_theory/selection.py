@@ -14,11 +14,12 @@ with the rank asked for.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
-from jax import lax
+from jax import custom_batching, lax
 
 Array = jax.Array
 
@@ -110,3 +111,73 @@ def kth_smallest(x: Array, k: Array | int) -> Array:
 def kth_largest(x: Array, k: Array | int) -> Array:
     """The ``k``-th largest entry of a 1-D array (``k`` = 1 is the maximum). Exact."""
     return kth_smallest(x, x.shape[-1] + 1 - jnp.asarray(k))
+
+
+# Extra float32 candidates when preselecting float64 rows (see top_k_indices).
+PRESELECT_SLACK = 16
+
+
+def _preselected_top_k_indices(x: Array, k: int) -> Array:
+    """``lax.top_k(x, k)[1]`` for canonical x (..., n), exactly; float64 rows are
+    preselected on their float32 rounding (see :func:`top_k_indices`)."""
+    count = k + PRESELECT_SLACK
+    if x.dtype != jnp.float64 or count >= x.shape[-1]:
+        return lax.top_k(x, k)[1]
+    # The barrier keeps XLA (CPU) from fusing the top-k into its consumers' loops.
+    f, pos = lax.optimization_barrier(lax.top_k(x.astype(jnp.float32), count))
+    # One decision for every row: under vmap a per-row predicate would turn the
+    # cond into a select that runs both branches.
+    exact = jnp.all(f[..., count - 1] < f[..., k - 1])
+
+    def finish() -> Array:
+        candidates = jnp.take_along_axis(x, pos, axis=-1)
+        return jnp.take_along_axis(pos, lax.top_k(candidates, k)[1], axis=-1)
+
+    return lax.cond(exact, finish, lambda: lax.top_k(x, k)[1])
+
+
+@functools.lru_cache(maxsize=None)
+def _top_k_indices_fn(k: int):
+    """The custom-vmapped index function for one static k: vmapped, it calls
+    itself on the batched array, so the preselection's single cond sees every row
+    of every vmap level at once."""
+
+    @custom_batching.custom_vmap
+    def indices(x):
+        return _preselected_top_k_indices(x, k)
+
+    @indices.def_vmap
+    def _batched(axis_size, in_batched, x):
+        if not in_batched[0]:
+            return indices(x), False
+        return indices(x), True
+
+    return indices
+
+
+def top_k_indices(x: Array, k: int) -> Array:
+    """Indices of the ``k`` largest entries along the last axis, largest first,
+    ties to the lower index, ``-0.0`` equal to ``+0.0``: exactly
+    ``lax.top_k(canonical_zero(x), k)[1]``.
+
+    XLA's CPU top-k is fast only for float32 (float64 falls back to a sort, about
+    30x slower), so float64 rows are preselected on their float32 rounding f.
+    Rounding is monotone, so the sorted f are the rounded sorted x, and an entry
+    outside the C = k + PRESELECT_SLACK largest f has ``f <= f_(C)``; when
+    ``f_(C) < f_(k)`` for every row, such an entry lies below the k-th largest x,
+    so the float64 top k is the top k of the C candidates (listed in increasing
+    position among equal f, hence among equal x: the tie order is kept).
+    Otherwise (entries collapsing to one float32 at the boundary) every row takes
+    the float64 top-k. Integer output: no gradient flows through it.
+    """
+    x = lax.stop_gradient(canonical_zero(jnp.asarray(x)))
+    if not 1 <= k <= x.shape[-1]:
+        raise ValueError(f"k must be in [1, n] = [1, {x.shape[-1]}], got {k}.")
+    return _top_k_indices_fn(int(k))(x)
+
+
+def top_k(x: Array, k: int) -> tuple[Array, Array]:
+    """``(values, indices)``, bitwise ``lax.top_k(canonical_zero(x), k)``, with the
+    float64 preselection of :func:`top_k_indices`."""
+    idx = top_k_indices(x, k)
+    return jnp.take_along_axis(canonical_zero(jnp.asarray(x)), idx, axis=-1), idx

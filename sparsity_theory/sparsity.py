@@ -126,7 +126,9 @@ def window_profile(u: Array, max_window: int) -> WindowProfile:
     """
     # The barrier stops XLA (CPU) from fusing the top-k into the consumers'
     # loops and recomputing it per element: 20x slower without it (jax 0.10.2).
-    _, idx = lax.optimization_barrier(lax.top_k(selection.canonical_zero(u), max_window))
+    # selection.top_k_indices is lax.top_k's result, float64 rows preselected
+    # on their float32 rounding (exact; about 15x faster on CPU).
+    idx = lax.optimization_barrier(selection.top_k_indices(u, max_window))
     # Gather the kept logits from u itself: canonical_zero is a bitcast, through
     # which jax.grad would give the kept logits a zero gradient.
     top = u[idx]

@@ -48,7 +48,7 @@ from sparsity_theory.errors import errors_from_profile
 from sparsity_theory.evaluate import (
     RowStatistics, map_row_blocks, row_blocks, validated_rows_arguments,
 )
-from sparsity_theory.selection import canonical_zero
+from sparsity_theory.selection import PRESELECT_SLACK, canonical_zero, top_k
 from sparsity_theory.sparsity import profile_from_top
 
 Array = jax.Array
@@ -83,8 +83,6 @@ def _block_scores(q, key_block, start, n, scale):
     return jnp.where(valid[None, :], u, -jnp.inf), valid
 
 
-# Extra float32 candidates per block when preselecting float64 rows.
-PRESELECT_SLACK = 16
 
 
 def _block_candidates(u, window):
@@ -135,7 +133,7 @@ def _merge_candidates(carry: _Running, u, positions, valid, start, values, value
     indices = jnp.concatenate([carry.top_indices, start + positions], axis=1)
     # As in sparsity.window_profile: the barrier keeps XLA from recomputing the
     # top-k inside its consumers' loops.
-    top, keep = lax.optimization_barrier(lax.top_k(union, window))
+    top, keep = lax.optimization_barrier(top_k(union, window))
     top_indices = jnp.take_along_axis(indices, keep, axis=1)
     # Which entries were kept, by comparison rather than a scatter (XLA's CPU
     # scatter cost more than the top-k): everything above the K-th kept value t,

@@ -230,14 +230,17 @@ def _short(a, digits: int = 5):
 
 
 def _theorem43_log_bounds(n_keys: np.ndarray, sigma: np.ndarray, fraction: float) -> np.ndarray:
-    """log eps_k of Theorem 4.3 (binomial form) per row with k = ceil(q n)."""
-    dc = dn = DELTA / 2
-    out = np.empty_like(sigma)
-    for n in np.unique(n_keys):
-        k = int(np.clip(math.ceil(fraction * n - 1e-9), 1, n))
-        at = n_keys == n
-        out[..., at] = bounds.small_entry_log_bound(sigma[..., at], int(n), k, dc, dn)
-    return out
+    """log eps_k of Theorem 4.3 (binomial form) per row with k = ceil(q n): one
+    call over every row, n and k as integer arrays broadcast against sigma."""
+    n = np.asarray(n_keys, np.int64)
+    k = np.clip(np.ceil(fraction * n - 1e-9).astype(np.int64), 1, n)
+    return np.asarray(_small_entry_log_bounds(jnp.asarray(sigma, jnp.float64), jnp.asarray(n),
+                                              jnp.asarray(k)), np.float64)
+
+
+@jax.jit
+def _small_entry_log_bounds(sigma, n, k):
+    return bounds.small_entry_log_bound(sigma, n, k, DELTA / 2, DELTA / 2)
 
 
 def _profile(acts, n: int, cell: dict, full: bool = True) -> tuple[dict, list]:
