@@ -12,6 +12,11 @@ import sparsity_theory
 # tests/test_global_state.py checks the import in fresh interpreters.
 sparsity_theory.enable_x64()
 
+# One job for `sparsity-verify run` unless a test asks for more: tests patch suite
+# and library functions in this process, and worker processes would not see the
+# patches. tests/test_workers.py runs several jobs explicitly.
+os.environ["SPARSITY_VERIFY_JOBS"] = "1"
+
 # JAX compiles once per new shape, so the first examples of a test are slow:
 # no deadline, and shapes are drawn from a few buckets in each test.
 settings.register_profile(

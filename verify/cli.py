@@ -33,6 +33,10 @@ def _parser(name_suites: bool = False) -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, default=None, help="override the preset's seed count")
     run.add_argument("--out", default="results/quick", help="output directory (resumable)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--jobs", default=None, metavar="N",
+                     help="cells computed at once, each in its own worker process (same results); "
+                     "'auto': the usable cores, at most 4, on the CPU backend, else 1 "
+                     "(default: $SPARSITY_VERIFY_JOBS, else auto)")
     real = run.add_argument_group("real attention", "options of the suite real_attention")
     real.add_argument("--model", metavar="PATH", default=None,
                       help="a LLaMA-family GGUF file (default: SmolLM2-135M-Instruct, fetched from the "
@@ -110,8 +114,10 @@ def main(argv=None) -> int:
     if args.command == "run":
         suites = args.suites or list(runner.SUITES)
         try:
+            from verify import workers
             results = runner.run(suites, args.preset, args.seeds, args.out, not args.no_progress,
-                                 {"model": args.model, "text": args.text})
+                                 {"model": args.model, "text": args.text},
+                                 jobs=workers.parse_jobs(args.jobs or workers.default_jobs()))
         except ValueError as e:  # bad arguments, an unwritable or busy --out
             print(f"error: {e}", file=sys.stderr)
             return 2

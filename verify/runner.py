@@ -33,7 +33,7 @@ from typing import Optional
 
 import numpy as np
 
-from verify import devices, rules
+from verify import devices, rules, workers
 from verify.progress import listening
 from verify.provenance import provenance
 from verify.report import ledger
@@ -206,28 +206,33 @@ def _check_streams(plan) -> None:
 
 
 def run(suite_names, preset: str, seeds: int | None, out_dir: str,
-        progress: bool = True, options: Optional[dict] = None) -> Optional[dict]:
+        progress: bool = True, options: Optional[dict] = None, jobs: int = 1) -> Optional[dict]:
     """Run the suites' cells and write results.json, report.md and claims.md;
     return the results (None on a non-primary process: see the module docstring).
     ``options`` go to the suites that take them (``model``, ``text``: suite
-    ``real_attention``); a suite that cannot run here is reported NOT RUN."""
+    ``real_attention``); a suite that cannot run here is reported NOT RUN.
+    ``jobs`` > 1 computes that many cells at once in worker processes
+    (:mod:`verify.workers`; the same results); a distributed run uses one."""
     unknown = [s for s in suite_names if s not in SUITES]
     if unknown:
         raise ValueError(f"unknown suite(s) {unknown}; known: {sorted(SUITES)}")
     if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
         raise ValueError(f"--seeds must be between 1 and {MAX_SEEDS:,} (a cell keeps every seed's "
                          f"results in memory and in its file), got {seeds:,}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     primary = devices.is_primary()
     lock = prepare_output(out_dir) if primary else None
     try:
-        return _run(suite_names, preset, seeds, out_dir, progress, options or {}, primary)
+        return _run(suite_names, preset, seeds, out_dir, progress, options or {}, primary,
+                    jobs if devices.process_info()["process_count"] == 1 else 1)
     finally:
         if lock is not None:
             lock.close()  # releases the lock
 
 
 def _run(suite_names, preset: str, seeds: int | None, out_dir: str, progress: bool,
-         options: dict, primary: bool) -> Optional[dict]:
+         options: dict, primary: bool, jobs: int = 1) -> Optional[dict]:
     plan, not_run = _plan(suite_names, preset, seeds, options)
     rules_record = rules.record(suite_names)  # fixed before any cell is computed
     started = time.time()
@@ -235,24 +240,37 @@ def _run(suite_names, preset: str, seeds: int | None, out_dir: str, progress: bo
     # The primary's saved cells decide, for every process, which cells are reused.
     saved = _saved_results(plan, out_dir) if primary else [None] * len(plan)
     reuse = devices.broadcast_from_primary(np.array([r is not None for r in saved], np.int32))
-    reused = 0
+    reused = int(np.sum(reuse))
     bar = _Progress(len(plan), progress and primary)
-    for i, ((suite, cell), result, reuse_it) in enumerate(zip(plan, saved, reuse)):
-        if reuse_it:
-            per_suite[suite.name].append((cell, result))
-            reused += 1
-            continue
-        cid = suite.cell_id(cell)
-        bar.cell(i, f"{suite.name}/{cid}")
-        t0 = time.time()
-        with listening(bar.show):
-            result = suite.run_cell(cell)
-        bar.finished_cell()
+    computed: dict[int, dict] = {}
+
+    def save(i: int, result: dict, seconds: float) -> None:
+        suite, cell = plan[i]
+        computed[i] = result
         if primary:
-            path = os.path.join(out_dir, "cells", suite.name, cid + ".json")
+            path = os.path.join(out_dir, "cells", suite.name, suite.cell_id(cell) + ".json")
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            _write_json(path, CellRecord(cell, result, time.time() - t0).to_json())
-        per_suite[suite.name].append((cell, result))
+            _write_json(path, CellRecord(cell, result, seconds).to_json())
+
+    todo = [i for i, reuse_it in enumerate(reuse) if not reuse_it]
+    if jobs > 1 and len(todo) > 1:
+        bar.cell(reused, f"{len(todo)} cells in {jobs} worker processes")
+        tasks = [(i, plan[i][0].name, plan[i][1]) for i in todo]
+        for done, (i, result, seconds) in enumerate(workers.compute(tasks, jobs, options), 1):
+            save(i, result, seconds)
+            bar.finished_cell()
+            bar.cell(reused + done, f"{plan[i][0].name}/{plan[i][0].cell_id(plan[i][1])}")
+    else:
+        for i in todo:
+            suite, cell = plan[i]
+            bar.cell(i, f"{suite.name}/{suite.cell_id(cell)}")
+            t0 = time.time()
+            with listening(bar.show):
+                result = suite.run_cell(cell)
+            bar.finished_cell()
+            save(i, result, time.time() - t0)
+    for i, (suite, cell) in enumerate(plan):  # plan order, whatever order the cells finished in
+        per_suite[suite.name].append((cell, saved[i] if reuse[i] else computed[i]))
     bar.close()
     if not primary:
         return None
@@ -271,6 +289,7 @@ def _run(suite_names, preset: str, seeds: int | None, out_dir: str, progress: bo
         "figures_failed": {},
         "analysis": analyses,
         "cells_reused": reused,
+        "jobs": jobs,
         "not_run": not_run,
         "rules": rules_record,
         "seconds": time.time() - started,
