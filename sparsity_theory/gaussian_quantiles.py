@@ -111,13 +111,21 @@ def spread_quantile(sigma, num_keys: int, delta) -> Array:
     smaller delta loses digits), about 1e-3 in float32; n = 1 gives 0."""
     num_keys = _check(num_keys, delta)
     sigma = _sigma(sigma)
-    dtype = sigma.dtype
     if num_keys == 1:
         return jnp.zeros_like(sigma)
-    reach = jnp.sqrt(2.0 * jnp.log(jnp.asarray(num_keys, dtype))) + 6.0
+    return sigma * _unit_spread_quantile(jnp.asarray(num_keys, sigma.dtype),
+                                         jnp.asarray(delta, sigma.dtype))
+
+
+@jax.jit
+def _unit_spread_quantile(num_keys: Array, delta: Array) -> Array:
+    """:func:`spread_quantile` at sigma = 1; compiled once per dtype (run eagerly,
+    the bisection's loop would be traced and compiled again at every call)."""
+    dtype = num_keys.dtype
+    reach = jnp.sqrt(2.0 * jnp.log(num_keys)) + 6.0
     grid = jnp.linspace(-reach, 6.0, _SPREAD_GRID_POINTS, dtype=dtype)
-    target = jnp.log1p(-jnp.asarray(delta, dtype))
-    high0 = 2.0 * -special.ndtri(0.5 * _per_key_tail(num_keys, delta, dtype))
+    target = jnp.log1p(-delta)
+    high0 = 2.0 * -special.ndtri(0.5 * -jnp.expm1(jnp.log1p(-delta) / num_keys))
 
     def step(_, bracket):
         low, high = bracket
@@ -126,7 +134,7 @@ def spread_quantile(sigma, num_keys: int, delta) -> Array:
         return jnp.where(below, mid, low), jnp.where(below, high, mid)
 
     low, high = jax.lax.fori_loop(0, _BISECTION_STEPS, step, (jnp.zeros((), dtype), high0))
-    return sigma * (0.5 * (low + high))
+    return 0.5 * (low + high)
 
 
 def kth_smallest_score_quantile(sigma, num_keys: int, num_small: int, delta) -> Array:

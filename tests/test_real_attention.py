@@ -15,7 +15,7 @@ import pytest
 from sparsity_theory.llm import corpus, fetch, llama
 from verify import runner
 from verify.report import ledger
-from verify.suites import real_analysis, real_attention
+from verify.suites import lemma42, real_analysis, real_attention
 
 DIM, LAYERS, HEADS, KV_HEADS, FFN = 32, 2, 4, 2, 64
 TINY_PRESET = {"profile_context": 128, "profile_chunks": 3, "contexts": (64, 128), "chunks": 3,
@@ -162,9 +162,11 @@ def test_bfloat16_forward_follows_float32(tiny, tiny_preset):
     assert 1e-5 < gap < 0.05
 
 
-def test_not_run_when_the_model_is_missing(tmp_path, tiny_preset):
+def test_not_run_when_the_model_is_missing(tmp_path, tiny_preset, monkeypatch):
     """A missing --model file: the suite is NOT RUN with the reason, the other
     suites still run and the ledger says why."""
+    # Any other suite will do; lemma42 at its shortest length is the quickest.
+    monkeypatch.setitem(lemma42.PRESETS, "quick", dict(lemma42.PRESETS["quick"], lengths=(64,)))
     results = runner.run(["lemma42", "real_attention"], "quick", 20, str(tmp_path), progress=False,
                          options={"model": str(tmp_path / "absent.gguf")})
     assert "real_attention" in results["not_run"] and "absent.gguf" in results["not_run"]["real_attention"]
