@@ -118,10 +118,15 @@ def sample_row_scores(model, n: int, d: int, mode: str, seeds: int, seed_base: i
 
     row = functools.partial(_row, model=model, n=n, d=d, mode=mode, scale=float(scale))
     all_keys = np.asarray(trial_keys(seed_base, seeds, stream=1))
-    size = chunk_size(n, d)
+    size = min(chunk_size(n, d), seeds)
 
     def rows_of(keys) -> RowScores:
-        sig, mu, u, diag = devices.map_seeds(row, keys, weights)
+        # A short last chunk is padded to the chunk size (repeating its last key)
+        # and trimmed again: every chunk has one compiled shape.
+        count = keys.shape[0]
+        keys = np.concatenate([keys, np.repeat(keys[-1:], size - count, axis=0)])
+        sig, mu, u, diag = (None if a is None else a[:count]
+                            for a in devices.map_seeds(row, keys, weights))
         return RowScores(sig, mu, u, diag if mode == "self" else None)
 
     def chunk(i: int):

@@ -148,19 +148,20 @@ def _chunk_metrics(keys, weights, masks, scale, log_eps, n: int, d: int, mode: s
         u = scale * q[row_index] @ k.T  # (m, n)
         s = jax.nn.softmax(u, axis=-1)
         exact, exact_ind = log_norm(s @ v), log_norm(s @ v_ind)
-        per = []
-        topk = st.sparse_attention_errors(u, windows, v)
-        topk_ind = st.sparse_attention_errors(u, windows, v_ind).log_output
-        for j in range(len(windows)):
-            per.append((topk.log_l2[:, j], topk.log_output[:, j], topk_ind[:, j]))
+        # Both value matrices and every kept set through one vmapped trace each:
+        # unrolled copies made the program (and its compile time) several times larger.
+        both = jnp.stack([v, v_ind])
+        topk = jax.vmap(lambda values: st.sparse_attention_errors(u, windows, values))(both)
         oracle_k = st.certified_window(u, jnp.exp(log_eps))
         threshold = jax.vmap(st.kth_largest)(u, oracle_k)
-        kept = [masks[i][None, :] for i in range(masks.shape[0])] + [u >= threshold[:, None]]
-        for mask in kept:
-            e = st.masked_attention_errors(u, jnp.broadcast_to(mask, u.shape), v)
-            e_ind = st.masked_attention_errors(u, jnp.broadcast_to(mask, u.shape), v_ind)
-            per.append((e.log_l2, e.log_output, e_ind.log_output))
-        l2, out, out_ind = (jnp.stack(x) for x in zip(*per))
+        kept = jnp.concatenate([jnp.broadcast_to(masks[:, None, :], (masks.shape[0],) + u.shape),
+                                (u >= threshold[:, None])[None]])
+        masked = jax.vmap(lambda mask: jax.vmap(
+            lambda values: st.masked_attention_errors(u, mask, values))(both))(kept)
+        # (strategies, rows): top-k windows first, then the masks, the oracle last.
+        l2 = jnp.concatenate([topk.log_l2[0].T, masked.log_l2[:, 0]])
+        out = jnp.concatenate([topk.log_output[0].T, masked.log_output[:, 0]])
+        out_ind = jnp.concatenate([topk.log_output[1].T, masked.log_output[:, 1]])
         return _metrics(l2, out, out_ind, exact, exact_ind, n), jnp.mean(oracle_k.astype(u.dtype))
 
     return jax.vmap(one)(keys)
@@ -184,12 +185,20 @@ def run_cell(cell: dict) -> dict[str, Any]:
     keys = trial_keys(cell["seed_base"], cell["seeds"], stream=1)
     scale = cell["score_scale"] / math.sqrt(d)
     rows = evenly_spaced_rows(n, cell["rows"])
-    chunk = max(1, 2**21 // (len(rows) * n))
+    chunk = min(cell["seeds"], max(1, 2**21 // (len(rows) * n)))
+
+    def metrics(start):
+        # The last chunk is padded to the full chunk (repeating its last key) and
+        # trimmed again: one compiled program per cell instead of two.
+        part = keys[start:start + chunk]
+        size = part.shape[0]
+        part = jnp.concatenate([part, jnp.repeat(part[-1:], chunk - size, axis=0)])
+        out = _chunk_metrics(part, weights, jnp.asarray(masks), scale, math.log(cell["oracle_eps"]),
+                             n=n, d=d, mode=mode, rows=rows, windows=windows)
+        return jax.tree.map(lambda a: np.asarray(a)[:size], out)
+
     # Fetched chunk by chunk (np.asarray waits for it): progress is reported per chunk.
-    parts = [jax.tree.map(np.asarray, _chunk_metrics(
-                 keys[i:i + chunk], weights, jnp.asarray(masks), scale, math.log(cell["oracle_eps"]),
-                 n=n, d=d, mode=mode, rows=rows, windows=windows))
-             for i in progress.chunk_starts(cell["seeds"], chunk)]
+    parts = [metrics(i) for i in progress.chunk_starts(cell["seeds"], chunk)]
     log_metrics = np.concatenate([np.asarray(p[0]) for p in parts])  # (seeds, W + P + 1, 4)
     oracle_window = np.concatenate([np.asarray(p[1]) for p in parts])
     column = {w: j for j, w in enumerate(windows)}
