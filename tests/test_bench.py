@@ -125,18 +125,23 @@ def _statuses(targets):
 
 def test_targets_cpu():
     per_n = [
-        dict(n=1024, pipeline_s=1.0, matmul_s=0.1, numpy_s=1.5),     # faster than NumPy
-        dict(n=4096, pipeline_s=2.0, matmul_s=0.1, numpy_s=1.0),     # slower than NumPy
-        dict(n=16384, pipeline_s=2.9, matmul_s=1.0, numpy_s=2.9),    # ratio exactly 1: met
-        dict(n=65536, pipeline_s=3.1, matmul_s=1.0, numpy_s=None),   # 3.1x the matmul
+        dict(n=1024, pipeline_s=1.0, matmul_s=0.1, numpy_s=1.6),     # 1.6x NumPy's speed
+        dict(n=4096, pipeline_s=1.0, matmul_s=0.1, numpy_s=1.4),     # 1.4x: below 1.5
+        dict(n=16384, pipeline_s=2.0, matmul_s=0.5, numpy_s=3.0),    # exactly 1.5 and 4x: met
+        dict(n=65536, pipeline_s=4.1, matmul_s=1.0, numpy_s=None),   # 4.1x the matmul
+        dict(n=65536, engine="evaluate_rows", pipeline_s=1.0, matmul_s=1.0, numpy_s=2.0),
     ]
+    selection = [dict(n=1024, float64_selection_per_s=5.0, float32_top_k_per_s=10.0),  # exactly 1/2
+                 dict(n=4096, float64_selection_per_s=4.9, float32_top_k_per_s=10.0)]
     out = _statuses(bench.evaluate_targets(
         per_n, dict(n=65536, rows=65536, peak_bytes=3.9e9),
-        dict(n=2**20, rows=256, seconds_per_seed=59.0), "cpu"))
+        dict(n=2**20, rows=256, seconds_per_seed=59.0), "cpu", selection))
     assert out == {
         "numpy-speed-n1024": "MET", "numpy-speed-n4096": "NOT MET",
         "numpy-speed-n16384": "MET", "matmul-factor-n16384": "MET",
         "numpy-speed-n65536": "NOT MEASURED", "matmul-factor-n65536": "NOT MET",
+        "evaluate_rows-numpy-speed-n65536": "MET", "evaluate_rows-matmul-factor-n65536": "MET",
+        "float64-selection-n1024": "MET", "float64-selection-n4096": "NOT MET",
         "peak-memory": "MET", "sampled-rows": "MET",
     }
     out = _statuses(bench.evaluate_targets(
@@ -150,11 +155,13 @@ def test_targets_cpu():
 
 
 def test_targets_gpu_judge_matmul_at_every_n():
-    per_n = [dict(n=1024, pipeline_s=2.0, matmul_s=1.0, numpy_s=0.1),
-             dict(n=65536, pipeline_s=4.0, matmul_s=1.0, numpy_s=0.1)]
-    targets = bench.evaluate_targets(per_n, dict(n=65536, rows=65536, peak_bytes=1e12), None, "gpu")
+    per_n = [dict(n=1024, pipeline_s=3.0, matmul_s=1.0, numpy_s=0.1),
+             dict(n=65536, pipeline_s=3.1, matmul_s=1.0, numpy_s=0.1)]
+    selection = [dict(n=1024, float64_selection_per_s=1.0, float32_top_k_per_s=10.0)]
+    targets = bench.evaluate_targets(per_n, dict(n=65536, rows=65536, peak_bytes=1e12), None, "gpu",
+                                     selection)
     assert _statuses(targets) == {"matmul-factor-n1024": "MET", "matmul-factor-n65536": "NOT MET"}
-    assert targets[1]["measured"] == 4.0
+    assert targets[1]["measured"] == 3.1
 
 
 def test_peak_flops_lookup():
@@ -180,6 +187,10 @@ def test_main_quick(tmp_path):
         assert s["pipeline"]["rows_per_s"] > 0 and s["matmul"]["gflops"] > 0
         assert s["check"]["float64"]["agree"]
         assert s["check"]["max_abs_diff_log_tail"] < 1e-3
+        if result["engine"] == "stream_rows":  # the dense engine side by side
+            assert s["dense"]["rows_per_s"] > 0 and s["dense"]["check"]["float64_agree"]
+    assert [r["n"] for r in result["selection"]] == list(bench.QUICK["sizes"])
+    assert all(r["float64_selection_equals_lax_top_k"] for r in result["selection"])
     assert result["all_rows"]["ok"] and result["all_rows"]["peak_rss_bytes"] > 0
     assert result["sampled"]["ok"] and result["sampled"]["seconds_per_seed"] > 0
     assert {t["status"] for t in result["targets"]} <= {"MET", "NOT MET", "NOT MEASURED"}

@@ -35,9 +35,11 @@ from verify.bench.command import (DEFAULT_DOCS, DESCRIPTION, FULL, QUICK, SCHEMA
 from verify.bench.machine import cpu_model, loadavg, machine_info
 from verify.bench.measure import (REPO, compare_statistics, draw_qkv, measure_profile,
                                   measure_size, resolve_engine, run_child)
-from verify.bench.render import profile_table, render_markdown, size_table, targets_table
+from verify.bench.render import (profile_table, render_markdown, selection_table, size_table,
+                                 targets_table)
 from verify.bench.targets import (ISSUE_MEMORY_N, ISSUE_SAMPLE_N, PEAK_FLOPS,
-                                  TARGET_MATMUL_FACTOR, TARGET_MATMUL_MIN_N_CPU,
+                                  TARGET_FLOAT64_SELECTION_FRACTION, TARGET_MATMUL_FACTOR_CPU,
+                                  TARGET_MATMUL_FACTOR_GPU, TARGET_MATMUL_MIN_N_CPU,
                                   TARGET_NUMPY_SPEED_RATIO, TARGET_PEAK_BYTES,
                                   TARGET_SAMPLE_SECONDS, evaluate_targets, peak_flops)
 
@@ -46,8 +48,9 @@ __all__ = [
     "cpu_model", "loadavg", "machine_info",
     "REPO", "compare_statistics", "draw_qkv", "measure_profile", "measure_size", "resolve_engine",
     "run_child",
-    "profile_table", "render_markdown", "size_table", "targets_table",
-    "ISSUE_MEMORY_N", "ISSUE_SAMPLE_N", "PEAK_FLOPS", "TARGET_MATMUL_FACTOR",
+    "profile_table", "render_markdown", "selection_table", "size_table", "targets_table",
+    "ISSUE_MEMORY_N", "ISSUE_SAMPLE_N", "PEAK_FLOPS", "TARGET_FLOAT64_SELECTION_FRACTION",
+    "TARGET_MATMUL_FACTOR_CPU", "TARGET_MATMUL_FACTOR_GPU",
     "TARGET_MATMUL_MIN_N_CPU", "TARGET_NUMPY_SPEED_RATIO", "TARGET_PEAK_BYTES",
     "TARGET_SAMPLE_SECONDS", "evaluate_targets", "peak_flops",
 ]

@@ -139,7 +139,9 @@ def _agrees(cmp: dict, rtol: float) -> bool:
 
 
 def measure_size(n: int, cfg: dict, engine_name: str, engine) -> dict:
-    """Pipeline, matmul and NumPy timings at one n, and the cross-checks."""
+    """Pipeline, matmul and NumPy timings at one n, and the cross-checks; when the
+    engine is the streamed one, the dense engine (``evaluate_rows``) side by side
+    on the same rows, with its own float64 cross-check."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -161,19 +163,29 @@ def measure_size(n: int, cfg: dict, engine_name: str, engine) -> dict:
     def numpy_ref():
         return reference_rows(qn, kn, vn, windows=windows, eps=eps, scale=scale)
 
+    import sparsity_theory as st
+    dense_engine = st.evaluate_rows if engine_name == "stream_rows" else None
+
+    def dense():
+        return dense_engine(q, k, v, windows=windows, eps=eps, scale=scale)
+
     log(f"n={n}: {rows} rows, compiling {engine_name}")
     t0 = time.perf_counter()
     stats = jax.block_until_ready(pipeline())
     first = time.perf_counter() - t0
     jax.block_until_ready(matmul(q, k))
+    dense_stats = None if dense_engine is None else jax.block_until_ready(dense())
     ref = numpy_ref()  # warm-up (page faults, BLAS threads)
-    log(f"n={n}: timing pipeline, matmul and NumPy reference, interleaved")
-    # Interleaved so that a change in the machine's other load hits all three.
-    t_pipe, t_mm, t_np = [], [], []
+    log(f"n={n}: timing pipeline, matmul, NumPy reference"
+        + ("" if dense_engine is None else " and the dense engine") + ", interleaved")
+    # Interleaved so that a change in the machine's other load hits all of them.
+    t_pipe, t_mm, t_np, t_dense = [], [], [], []
     for _ in range(repeats):
         t_pipe += _timed(pipeline, 1)
         t_mm += _timed(lambda: matmul(q, k), 3)
         t_np += _timed(numpy_ref, 1)
+        if dense_engine is not None:
+            t_dense += _timed(dense, 1)
 
     profile = measure_profile(q, k, windows, eps, scale, repeats, engine)
     check = compare_statistics(stats, ref, max(windows))
@@ -184,6 +196,19 @@ def measure_size(n: int, cfg: dict, engine_name: str, engine) -> dict:
     ref64 = reference_rows(np.asarray(q64), np.asarray(k64), np.asarray(v64), windows=windows,
                            eps=eps, scale=scale)
     check64 = compare_statistics(stats64, ref64, max(windows))
+    dense_part = None
+    if dense_engine is not None:
+        med_dense = statistics.median(t_dense)
+        dense64 = compare_statistics(jax.block_until_ready(
+            dense_engine(q64, k64, v64, windows=windows, eps=eps, scale=scale)), ref64, max(windows))
+        dense_check = compare_statistics(dense_stats, ref, max(windows))
+        dense_part = dict(
+            engine="evaluate_rows", median_s=med_dense, times_s=t_dense, min_s=min(t_dense),
+            rows_per_s=rows / med_dense, scores_per_s=rows * n / med_dense,
+            speed_over_numpy=statistics.median(t_np) / med_dense,
+            time_over_matmul=med_dense / statistics.median(t_mm),
+            check=dict(max_abs_diff_log_tail=dense_check["log_tail_mass"]["max_abs_diff"],
+                       float64_agree=_agrees(dense64, 1e-9), float64_fields=dense64))
 
     med_pipe, med_mm, med_np = (statistics.median(t) for t in (t_pipe, t_mm, t_np))
     flops = 2.0 * rows * n * d
@@ -196,6 +221,7 @@ def measure_size(n: int, cfg: dict, engine_name: str, engine) -> dict:
                     gflops=flops / med_mm / 1e9),
         numpy=dict(median_s=med_np, times_s=t_np, min_s=min(t_np), rows_per_s=rows / med_np,
                    scores_per_s=rows * n / med_np),
+        dense=dense_part,
         profile={name: dict(median_s=t, scores_per_s=rows * n / t) for name, t in profile.items()},
         ratios=dict(pipeline_over_numpy_speed=med_np / med_pipe,
                     matmul_time_over_pipeline_time=med_mm / med_pipe,
@@ -209,9 +235,35 @@ def measure_size(n: int, cfg: dict, engine_name: str, engine) -> dict:
         ),
     )
     log(f"n={n}: pipeline {med_pipe * 1e3:.1f} ms ({rows / med_pipe:,.0f} rows/s), matmul "
-         f"{med_mm * 1e3:.2f} ms, NumPy {med_np * 1e3:.1f} ms; float64 check "
-         f"{'agrees' if result['check']['float64']['agree'] else 'DISAGREES'}")
+         f"{med_mm * 1e3:.2f} ms, NumPy {med_np * 1e3:.1f} ms"
+         + ("" if dense_part is None else f", dense {dense_part['median_s'] * 1e3:.1f} ms")
+         + f"; float64 check {'agrees' if result['check']['float64']['agree'] else 'DISAGREES'}")
     return result
+
+
+def measure_selection(n: int, window: int, repeats: int, rows: int = 64) -> dict:
+    """Scores per second of the top-``window`` selection on (rows, n) Gaussian
+    scores: ``lax.top_k`` in float32, ``lax.top_k`` in float64 (XLA's CPU sort
+    fallback) and ``selection.top_k`` in float64 (float32 preselection, exact
+    float64 finish), whose indices must equal ``lax.top_k``'s (checked here)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax import lax
+
+    from sparsity_theory import selection
+
+    x64 = jax.random.normal(jax.random.PRNGKey(n), (rows, n), jnp.float64)
+    x32 = x64.astype(jnp.float32)
+    lax_top_k = jax.jit(lambda a: lax.top_k(a, window))
+    ours = jax.jit(lambda a: selection.top_k(a, window))
+    same = bool(np.array_equal(np.asarray(ours(x64)[1]), np.asarray(lax_top_k(x64)[1])))
+    jax.block_until_ready(lax_top_k(x32))
+    rate = {}
+    for name, fn, x in (("float32_top_k", lax_top_k, x32), ("float64_top_k", lax_top_k, x64),
+                        ("float64_selection", ours, x64)):
+        rate[f"{name}_per_s"] = rows * n / statistics.median(_timed(lambda: fn(x), max(repeats, 3)))
+    return dict(n=n, rows=rows, window=window, float64_selection_equals_lax_top_k=same, **rate)
 
 
 def measure_profile(q, k, windows, eps, scale, repeats: int, engine) -> dict:

@@ -37,22 +37,40 @@ def _fmt_measured(t: dict) -> str:
         return f"{m / 1e9:.2f} GB"
     if t["id"] == "sampled-rows":
         return f"{m:.1f} s"
-    return f"{m:.2f}x" if t["id"].startswith("matmul") else f"{m:.2f}"
+    return f"{m:.2f}x" if "matmul" in t["id"] else f"{m:.2f}"
 
 
 def size_table(result: dict) -> str:
+    dense = any(s.get("dense") for s in result["sizes"])
     lines = [
         "| n | rows timed | pipeline rows/s | pipeline scores/s | NumPy rows/s "
-        "| matmul scores/s | matmul GFLOP/s | pipeline / NumPy speed | matmul time / pipeline time |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| matmul scores/s | matmul GFLOP/s | pipeline / NumPy speed | pipeline time / matmul time |"
+        + (" dense rows/s | dense / NumPy speed | dense time / matmul time |" if dense else ""),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if dense else ""),
     ]
     for s in result["sizes"]:
-        lines.append(
+        line = (
             f"| {s['n']} | {s['rows']} | {_fmt(s['pipeline']['rows_per_s'])} "
             f"| {_fmt(s['pipeline']['scores_per_s'], '.3g')} | {_fmt(s['numpy']['rows_per_s'])} "
             f"| {_fmt(s['matmul']['scores_per_s'], '.3g')} | {_fmt(s['matmul']['gflops'], '.1f')} "
             f"| {s['ratios']['pipeline_over_numpy_speed']:.2f} "
-            f"| {s['ratios']['matmul_time_over_pipeline_time']:.3f} |")
+            f"| {s['ratios']['pipeline_time_over_matmul_time']:.1f}x |")
+        if dense:
+            d = s.get("dense") or {}
+            line += (f" {_fmt(d.get('rows_per_s'))} | {_fmt(d.get('speed_over_numpy'), '.2f')} "
+                     f"| {_fmt(d.get('time_over_matmul'), '.1f')}x |")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def selection_table(result: dict) -> str:
+    lines = ["| n | window | float32 lax.top_k | float64 lax.top_k | float64 selection.top_k "
+             "| same indices as lax.top_k |", "|---:|---:|---:|---:|---:|---|"]
+    for r in result.get("selection") or []:
+        lines.append(f"| {r['n']} | {r['window']} | {r['float32_top_k_per_s'] / 1e6:,.1f} "
+                     f"| {r['float64_top_k_per_s'] / 1e6:,.1f} "
+                     f"| {r['float64_selection_per_s'] / 1e6:,.1f} "
+                     f"| {'yes' if r['float64_selection_equals_lax_top_k'] else 'NO'} |")
     return "\n".join(lines)
 
 
@@ -128,18 +146,24 @@ def render_markdown(result: dict) -> str:
         "",
         targets_table(result["targets"]),
         "",
+        "## Float64 selection",
+        "",
+        "Million scores per second of the top-k selection alone (64 rows of Gaussian scores, "
+        "k = the largest window). XLA's CPU `lax.top_k` is fast only in float32; float64 falls "
+        "back to a sort. `selection.top_k` preselects float64 rows on their float32 rounding and "
+        "finishes exactly in float64 (its indices are compared with `lax.top_k`'s here); the "
+        "dense engine (`window_profile`, so `evaluate_rows`, `log_tail_mass`, "
+        "`sparse_attention_errors` and every dense suite) uses it.",
+        "",
+        selection_table(result),
+        "",
         "## Where the time goes",
         "",
-        "Million scores per second, same rows and keys as above (`measure_profile`). The "
-        "selection is the bottleneck: XLA's CPU `lax.top_k` (float32; float64 falls back to a "
-        "sort about 30x slower, so float64 rows are preselected on their float32 rounding) runs "
-        "several times slower than the score matmul on the same scores, and the streamed "
-        "pipeline must run one top-k merge over every score, so it cannot come within 3x of the "
-        "matmul on this backend; NumPy's `argpartition` (introselect) is the faster selection "
-        "primitive here. Window 1 without values shows the cost of the scores, the normaliser "
-        "and a top-1 merge; the difference to the full pipeline is the top-64 merge, the "
-        "per-window finishing work, the second counting pass for the smallest eps and the "
-        "value products of the output error.",
+        "Million scores per second, same rows and keys as above (`measure_profile`). "
+        "`lax.top_k` alone: the selection primitive on the blocks one streamed merge sees (64 "
+        "rows x (4096 keys + K)), scaled to the same number of scores. Window 1 without values: "
+        "the scores, the normaliser and a top-1 merge. Without values: every window and eps but "
+        "no output error. The full pipeline adds the value products of the output error.",
         "",
         profile_table(result),
         "",
