@@ -10,6 +10,11 @@ approximation to a tolerance.
 Each halving is one pass over the row (a comparison and a reduction), so the cost
 is ``bits x n`` cheap operations per row and, unlike ``lax.top_k``, does not grow
 with the rank asked for.
+
+The top k itself (:func:`top_k`, :func:`block_top_k`) is ``lax.top_k``'s result
+bit for bit, computed faster on CPU: float64 rows are preselected on their
+float32 rounding, and long rows go through a two-stage selection (the maxima of
+groups of 16 entries first, then only the entries of the k best groups).
 """
 
 from __future__ import annotations
@@ -113,8 +118,109 @@ def kth_largest(x: Array, k: Array | int) -> Array:
     return kth_smallest(x, x.shape[-1] + 1 - jnp.asarray(k))
 
 
+# Entries per group in block_top_k's first stage.
+GROUP = 16
+# The two-stage selection is used only when the k chosen groups hold at most
+# 1 / TWO_STAGE_RATIO of a row (see two_stage_pays).
+TWO_STAGE_RATIO = 16
+
+
+def two_stage_pays(n: int, k: int, group: int = GROUP) -> bool:
+    """Whether :func:`block_top_k` beats one ``lax.top_k`` on rows of length n.
+
+    Its second stage still takes a top-k of ``k * group`` entries, and its first
+    a reduction of the row and a top-k of the n / group maxima, so it pays only
+    when ``k * group`` is well below n: at least ``TWO_STAGE_RATIO`` times.
+    Measured on CPU (64 float32 Gaussian rows, group 16, medians on 2 shared
+    cores, so +-20%): n = 65536, k = 16: 6.5 -> 2.0 ms, k = 64: 11.0 -> 5.1
+    ms, k = 256: 13.1 -> 10.9 ms; n = 16384, k = 64: 2.9 -> 2.2 ms; but at
+    n / (k * group) = 4 it was slower (n = 16384, k = 256: 7.0 -> 8.1 ms;
+    n = 4096, k = 64: 1.5 -> 1.7 ms).
+    """
+    return group >= 2 and k * group * TWO_STAGE_RATIO <= n
+
+
+def group_candidates(x: Array, k: int, group: int = GROUP) -> Array:
+    """Positions (..., k * group) of the entries of the k groups (``group``
+    consecutive entries of x (..., n), n a multiple of ``group``) with the largest
+    maxima, ties to the lower group, listed in increasing position.
+
+    They hold the top k of x in the order (value desc, position asc), which is
+    ``lax.top_k``'s order (see :func:`block_top_k` for the proof), so a top-k of
+    the gathered entries is the top-k of x. x must be canonical
+    (:func:`canonical_zero`): otherwise a group's maximum could be ``-0.0``
+    while ``lax.top_k`` would rank its ``+0.0`` first.
+    """
+    n = x.shape[-1]
+    if n % group:
+        raise ValueError(f"the row length {n} is not a multiple of the group {group}.")
+    maxima = jnp.max(x.reshape(x.shape[:-1] + (n // group, group)), axis=-1)
+    # Ascending group order keeps the gathered entries in increasing position,
+    # so the final top-k still breaks ties by position (the lower index first).
+    # The sort is of k group indices per row, not of the row.
+    chosen = lax.sort(lax.top_k(maxima, k)[1], dimension=maxima.ndim - 1)
+    positions = chosen[..., :, None] * group + jnp.arange(group, dtype=chosen.dtype)
+    return positions.reshape(x.shape[:-1] + (k * group,))
+
+
+def _two_stage_top_k(x: Array, k: int, group: int) -> tuple[Array, Array]:
+    """``lax.top_k(x, k)`` for canonical x (..., n) by two stages, exactly."""
+    n = x.shape[-1]
+    pad = -n % group
+    if pad:  # -inf padding ranks after every entry of x (value, then index)
+        x = jnp.concatenate([x, jnp.full(x.shape[:-1] + (pad,), -jnp.inf, x.dtype)], axis=-1)
+    positions = group_candidates(x, k, group)
+    values, chosen = lax.top_k(jnp.take_along_axis(x, positions, axis=-1), k)
+    return values, jnp.take_along_axis(positions, chosen, axis=-1)
+
+
+def block_top_k(x: Array, k: int, group: int = GROUP) -> tuple[Array, Array]:
+    """``(values, indices)`` of the k largest entries along the last axis,
+    bitwise ``lax.top_k(canonical_zero(x), k)``, by a two-stage selection
+    (x without NaN).
+
+    The row (..., n) is split into groups of ``group`` consecutive entries (the
+    last one padded with -inf), each group is reduced to its maximum, the k
+    groups with the largest maxima are chosen by ``lax.top_k`` over the n / group
+    maxima (ties to the lower group), listed in increasing group order, and the
+    final ``lax.top_k`` runs over their k * group entries only.
+
+    Exact: order the entries by (value desc, index asc), ``lax.top_k``'s order
+    (the -inf padding comes after every entry of x, so the top k of the padded
+    row is the top k of x). A group's maximum, ranked with the group index,
+    ranks as the group's lowest-index maximal entry, its representative (groups
+    are ranges of consecutive indices). If an entry x_i of the true top k lay in
+    a group g outside the k chosen ones, each chosen group's representative would
+    rank before g's, which ranks before or at x_i: k entries before x_i, a
+    contradiction. So the gathered entries hold the top k; they are listed in
+    increasing index, so the final top-k's ties to the lower position are ties to
+    the lower index, and its result is the top k of x in ``lax.top_k``'s order.
+
+    Two stages whenever k is at most the number of groups (exact, but faster
+    only when :func:`two_stage_pays`: :func:`top_k` asks that), else one
+    ``lax.top_k``. Its stages are ``lax.top_k`` in x's dtype: on CPU use
+    :func:`top_k` for float64 rows, which preselects them on float32.
+    """
+    x = canonical_zero(jnp.asarray(x))
+    n = x.shape[-1]
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, n] = [1, {n}], got {k}.")
+    if group < 1:
+        raise ValueError(f"group must be at least 1, got {group}.")
+    if group == 1 or k > -(-n // group):
+        return lax.top_k(x, k)
+    return _two_stage_top_k(x, k, group)
+
+
 # Extra float32 candidates when preselecting float64 rows (see top_k_indices).
 PRESELECT_SLACK = 16
+
+
+def _float32_top_k(x: Array, k: int) -> tuple[Array, Array]:
+    """``lax.top_k(x, k)`` for canonical float32 x, by two stages when it pays."""
+    if two_stage_pays(x.shape[-1], k):
+        return _two_stage_top_k(x, k, GROUP)
+    return lax.top_k(x, k)
 
 
 def _preselected_top_k_indices(x: Array, k: int) -> Array:
@@ -122,9 +228,11 @@ def _preselected_top_k_indices(x: Array, k: int) -> Array:
     preselected on their float32 rounding (see :func:`top_k_indices`)."""
     count = k + PRESELECT_SLACK
     if x.dtype != jnp.float64 or count >= x.shape[-1]:
-        return lax.top_k(x, k)[1]
+        return _float32_top_k(x, k)[1] if x.dtype == jnp.float32 else lax.top_k(x, k)[1]
     # The barrier keeps XLA (CPU) from fusing the top-k into its consumers' loops.
-    f, pos = lax.optimization_barrier(lax.top_k(x.astype(jnp.float32), count))
+    # canonical_zero: float64 values below the float32 range round to -0.0.
+    f, pos = lax.optimization_barrier(
+        _float32_top_k(canonical_zero(x.astype(jnp.float32)), count))
     # One decision for every row: under vmap a per-row predicate would turn the
     # cond into a select that runs both branches.
     exact = jnp.all(f[..., count - 1] < f[..., k - 1])
@@ -168,7 +276,10 @@ def top_k_indices(x: Array, k: int) -> Array:
     so the float64 top k is the top k of the C candidates (listed in increasing
     position among equal f, hence among equal x: the tie order is kept).
     Otherwise (entries collapsing to one float32 at the boundary) every row takes
-    the float64 top-k. Integer output: no gradient flows through it.
+    the float64 top-k. The float32 top-k (of float32 rows, and the float64
+    rows' preselection) is :func:`block_top_k`'s two-stage selection on long
+    rows (:func:`two_stage_pays`), bitwise ``lax.top_k`` as well. Integer
+    output: no gradient flows through it.
     """
     x = lax.stop_gradient(canonical_zero(jnp.asarray(x)))
     if not 1 <= k <= x.shape[-1]:

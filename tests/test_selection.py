@@ -123,3 +123,129 @@ def test_indices_carry_no_gradient_but_values_do():
     expected = np.zeros(50)
     expected[top] = 2 * np.asarray(x)[top]
     np.testing.assert_allclose(g, expected)
+
+
+# --------------------------------------------------------------------------
+# block_top_k: the two-stage selection (group maxima, then the chosen groups)
+# --------------------------------------------------------------------------
+
+BLOCK_SHAPES = [(3, 17), (2, 64), (3, 100), (2, 257)]
+GROUPS = [2, 3, 8, 16]
+
+
+def _assert_same_bits(got, expected):
+    """Indices equal, values equal bit for bit (float32 or float64)."""
+    (v, i), (rv, ri) = got, expected
+    v, rv = np.asarray(v), np.asarray(rv)
+    np.testing.assert_array_equal(np.asarray(i).reshape(ri.shape), ri)
+    bits = np.dtype(f"i{rv.dtype.itemsize}")
+    np.testing.assert_array_equal(v.reshape(rv.shape).view(bits), rv.view(bits))
+
+
+@hs.composite
+def block_rows(draw):
+    """Rows built against the two-stage selection: exact ties inside and across
+    groups, every group with the same maximum, -0.0 against +0.0 (a group's
+    maximum could be either), -inf (whole groups of it, and k beyond the finite
+    entries), n not a multiple of the group, k near the number of groups."""
+    rows, n = draw(hs.sampled_from(BLOCK_SHAPES))
+    group = draw(hs.sampled_from(GROUPS))
+    rng = np.random.default_rng(draw(hs.integers(0, 2**31 - 1)))
+    kind = draw(hs.sampled_from(["normal", "integers", "equal_maxima", "zeros", "infinite"]))
+    x = rng.normal(size=(rows, n))
+    if kind == "integers":
+        x = rng.integers(-2, 3, size=(rows, n)).astype(np.float64)
+    elif kind == "equal_maxima":  # each group's maximum 1, at a random place in it
+        x = rng.integers(-3, 1, size=(rows, n)).astype(np.float64)
+        starts = np.arange(0, n, group)
+        offsets = rng.integers(0, group, size=(rows, len(starts)))
+        places = np.minimum(starts + offsets, n - 1)
+        np.put_along_axis(x, places, 1.0, axis=1)
+    elif kind == "zeros":
+        x = rng.choice([-0.0, 0.0, -1.0, -np.inf], size=(rows, n), p=[0.4, 0.2, 0.3, 0.1])
+    elif kind == "infinite":
+        x[rng.random((rows, n)) < 0.7] = -np.inf
+    dtype = draw(hs.sampled_from([np.float32, np.float64]))
+    groups = -(-n // group)
+    k = draw(hs.one_of(hs.integers(1, n), hs.integers(max(1, groups - 2), min(n, groups + 2))))
+    return x.astype(dtype), k, group
+
+
+@settings(max_examples=40)
+@given(block_rows())
+def test_block_top_k_is_lax_top_k_bitwise(xkg):
+    x, k, group = xkg
+    expected = _reference(x, k)
+    _assert_same_bits(selection.block_top_k(x, k, group), expected)
+    _assert_same_bits(jax.jit(lambda x: selection.block_top_k(x, k, group))(x), expected)
+    _assert_same_bits(jax.jit(jax.vmap(lambda r: selection.block_top_k(r, k, group)))(x),
+                      expected)
+
+
+def _unsorted_groups_top_k(x, k, group):
+    """block_top_k without sorting the chosen groups ascending (wrong): the
+    gathered entries follow the groups' ranking, so the final top-k breaks ties
+    by that order instead of the index."""
+    x = selection.canonical_zero(jnp.asarray(x))
+    n = x.shape[-1]
+    maxima = jnp.max(x.reshape(x.shape[:-1] + (n // group, group)), axis=-1)
+    chosen = lax.top_k(maxima, k)[1]
+    positions = (chosen[..., :, None] * group + jnp.arange(group)).reshape(x.shape[:-1] + (-1,))
+    values, pick = lax.top_k(jnp.take_along_axis(x, positions, axis=-1), k)
+    return values, jnp.take_along_axis(positions, pick, axis=-1)
+
+
+def test_the_comparison_catches_unsorted_groups():
+    """Groups of 2: [3, 1 | 1, 5 | 0, 0], k = 3. The chosen groups rank 1, 0, 2;
+    gathered in that order, the tie between the two 1s goes to index 2, but
+    lax.top_k takes index 1. block_top_k passes the same comparison, on this row
+    and on rows of integer ties (0..11: the groups' maxima differ, so their
+    ranking is not their order, and the k-th value is tied in many rows)."""
+    x = np.array([[3.0, 1.0, 1.0, 5.0, 0.0, 0.0]])
+    expected = _reference(x, 3)
+    np.testing.assert_array_equal(expected[1], [[3, 0, 1]])
+    with pytest.raises(AssertionError):
+        _assert_same_bits(_unsorted_groups_top_k(x, 3, 2), expected)
+    _assert_same_bits(selection.block_top_k(x, 3, 2), expected)
+    ties = np.random.default_rng(5).integers(0, 12, size=(20, 64)).astype(np.float32)
+    expected = _reference(ties, 8)
+    wrong = np.asarray(_unsorted_groups_top_k(ties, 8, 4)[1]) != expected[1]
+    assert wrong.any(axis=1).sum() >= 5  # rows where the wrong variant is caught
+    _assert_same_bits(selection.block_top_k(ties, 8, 4), expected)
+
+
+@pytest.mark.parametrize("k", [1, 2, 16])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_top_k_on_long_rows_takes_two_stages_bitwise(k, dtype):
+    """Rows of 5000 (not a multiple of the group): long enough that top_k's
+    float32 top-k (of float32 rows, or the float64 rows' preselection of k +
+    PRESELECT_SLACK) is the two-stage selection (except float64 with k = 16);
+    still lax.top_k bitwise, eagerly, under jit and under one and two vmaps."""
+    n = 5000
+    count = k if dtype == np.float32 else k + selection.PRESELECT_SLACK
+    assert selection.two_stage_pays(n, count) == (count <= 19)
+    rng = np.random.default_rng(k)
+    x = rng.normal(size=(5, n))
+    x[1] = rng.integers(-2, 3, size=n)  # ties within and across groups
+    x[2] = rng.choice([-0.0, 0.0, -1.0, -np.inf], size=n)
+    x[3, rng.choice(n, 200, replace=False)] = 4.0 + 1e-12 * rng.integers(-5, 6, 200)  # one float32
+    x[4] = -np.inf
+    x[4, [7, 4000, 4999]] = [0.0, -0.0, 2.0]
+    x = x.astype(dtype)
+    expected = _reference(x, k)
+    _assert_same_bits(selection.top_k(x, k), expected)
+    _assert_same_bits(_jitted(k)(jnp.asarray(x)), expected)
+    _assert_same_bits(_vmapped(k)(jnp.asarray(x)), expected)
+    _assert_same_bits(_vmapped_twice(k)(jnp.asarray(x)[None]), expected)
+
+
+def test_group_candidates_and_block_top_k_arguments():
+    with pytest.raises(ValueError, match="not a multiple"):
+        selection.group_candidates(jnp.zeros((2, 10)), 2, 4)
+    with pytest.raises(ValueError, match="k must be in"):
+        selection.block_top_k(np.zeros((2, 10)), 11)
+    with pytest.raises(ValueError, match="group must be"):
+        selection.block_top_k(np.zeros((2, 10)), 2, 0)
+    # Candidates: the chosen groups' entries, in increasing position.
+    x = jnp.asarray([[0.0, 9.0, 1.0, 1.0, 8.0, 0.0, 2.0, 2.0]])
+    np.testing.assert_array_equal(selection.group_candidates(x, 2, 2), [[0, 1, 4, 5]])
