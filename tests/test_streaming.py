@@ -26,7 +26,7 @@ from scipy.special import logsumexp
 import sparsity_theory as st
 from _shared import SETTINGS
 from sparsity_theory.evaluate import _evaluate
-from sparsity_theory import streaming
+from sparsity_theory import selection, streaming
 from sparsity_theory.streaming import _stream
 
 M, N, D, DV = 13, 50, 4, 3
@@ -212,6 +212,64 @@ def test_float32_preselection_of_float64_scores():
         got = _stream_rows(q, k, v, config)
         _assert_matches_dense(got, want, exact_scores=True)
         np.testing.assert_allclose(got.log_output_error, ref, rtol=1e-10, atol=1e-10)
+
+
+def _two_stage_tie_problem(n, dtype):
+    """Integer scores with a tie that the two-stage selection must break by
+    index, not by the ranking of the groups.
+
+    In the first 8 rows ``u_ij = q_i0 k_j0``, q_i0 in {1, 2, 3}: the keys' first
+    column is 10 at index 80 and 7 at 81 (both in group 5 of 16 keys), 8 at 33
+    and 7 at 40 (group 2), 7 again at 4954 (the second block of 4864), at most
+    5 elsewhere. The top 3 are 80, 33 and the 7 at 40: group 5 ranks first (its
+    maximum is 10), so gathering the chosen groups in their ranking instead of
+    their order would keep 81. The last 5 rows are random integer rows (ties
+    everywhere). Values are random: each choice of tied entry gives another
+    output error.
+    """
+    rng = np.random.default_rng(21)
+    k = rng.integers(-3, 4, (n, D)).astype(float)
+    k[:, 0] = rng.integers(-3, 6, n)
+    k[[80, 81, 33, 40, 4954], 0] = [10, 7, 8, 7, 7]
+    q = rng.integers(-3, 4, (M, D)).astype(float)
+    q[:8] = 0.0
+    q[:8, 0] = rng.integers(1, 4, 8)
+    return q.astype(dtype), k.astype(dtype), rng.normal(size=(n, DV)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_stage_selection_of_long_key_blocks(dtype):
+    """Key blocks of 4864 with windows (1, 3): long enough for the two-stage
+    selection (selection.block_top_k): float32 blocks merge only the entries of
+    the K groups of GROUP keys with the largest maxima; float64 blocks
+    preselect their K + PRESELECT_SLACK float32 candidates with it. Integer
+    scores (exact in both dtypes, ties inside and across groups and blocks):
+    the top-k sets must be the dense ones, ties to the lower index."""
+    windows, n, key_block = (1, 3), 2 * 4864, 4864
+    window = max(windows)
+    count = window if dtype == np.float32 else window + streaming.PRESELECT_SLACK
+    assert key_block % streaming.GROUP == 0 and selection.two_stage_pays(key_block, count)
+    if dtype == np.float32:  # the merge sees K groups' entries, not the whole block
+        positions, _ = streaming._block_candidates(jnp.zeros((2, key_block), dtype), window)
+        assert positions.shape == (2, window * streaming.GROUP)
+    q, k, v = _two_stage_tie_problem(n, dtype)
+    q64, k64, v64 = (x.astype(np.float64) for x in (q, k, v))
+    u = q64 @ k64.T
+    ref = _reference_output_error(u, v64, windows)
+    wrong = _reference_output_error(u, v64, windows, lower_index_wins=False)
+    assert np.sum(np.abs(wrong - ref) > 0.01) >= 10  # the tie rule matters here
+    want = _dense(q64, k64, v64, windows=windows)
+    got = _stream_rows(q, k, v, (5, key_block), windows=windows)
+    if dtype == np.float64:
+        _assert_matches_dense(got, want, windows, exact_scores=True)
+        np.testing.assert_allclose(got.log_output_error, ref, rtol=1e-10, atol=1e-10)
+    else:  # sums in float32; the sets and counts exactly
+        np.testing.assert_array_equal(got.num_small, want.num_small)
+        np.testing.assert_array_equal(got.certified_window,
+                                      np.minimum(want.certified_window, window + 1))
+        np.testing.assert_array_equal(got.max_logit, want.max_logit)
+        _assert_close(got.log_tail_mass, want.log_tail_mass, 1e-5, "log_tail_mass")
+        _assert_close(got.log_output_error, ref, 1e-4, "log_output_error")
 
 
 # --------------------------------------------------------------------------
