@@ -36,7 +36,7 @@ def _parser(name_suites: bool = False) -> argparse.ArgumentParser:
     run.add_argument("--jobs", default=None, metavar="N",
                      help="cells computed at once, each in its own worker process (same results); "
                      "'auto': the usable cores, at most 4, on the CPU backend, else 1 "
-                     "(default: $SPARSITY_VERIFY_JOBS, else auto)")
+                     "(default: $SPARSITY_VERIFY_JOBS, else 1; on 2 cores 2 jobs were slower)")
     real = run.add_argument_group("real attention", "options of the suite real_attention")
     real.add_argument("--model", metavar="PATH", default=None,
                       help="a LLaMA-family GGUF file (default: SmolLM2-135M-Instruct, fetched from the "

@@ -6,10 +6,11 @@ what one process would: the result of a cell does not depend on which process
 computed it or on what ran before it there (``tests/test_runner.py`` checks that
 ``--jobs 2`` writes the same cell results as ``--jobs 1``).
 
-Why processes: on the CPU much of a cell is XLA compilation and Python dispatch,
-which use one core; two cells at once keep two cores busy. On an accelerator a
-second process would compete for the one device (and its memory), so ``auto``
-means one job there.
+Why processes: compilation and Python dispatch use one core, so on a machine
+with many cores several cells at once may keep them busy. Measured on 2 cores it
+did not pay (see :func:`default_jobs`), so one job is the default. On an
+accelerator a second process would compete for the one device (and its memory),
+so ``auto`` means one job there.
 
 Workers are started with ``spawn`` (a fresh interpreter: forking a process that
 has started JAX's runtime is unsafe), turn on 64-bit mode if the parent has it,
@@ -50,10 +51,14 @@ JOBS_ENVIRONMENT = "SPARSITY_VERIFY_JOBS"
 
 
 def default_jobs() -> str:
-    """The command's ``--jobs`` default: ``$SPARSITY_VERIFY_JOBS`` if set, else
-    ``auto``. The test suite sets it to 1: its patches of suite and library
-    functions live in the test process, which worker processes never see."""
-    return os.environ.get(JOBS_ENVIRONMENT, "auto")
+    """The command's ``--jobs`` default: ``$SPARSITY_VERIFY_JOBS`` if set, else 1.
+
+    Not ``auto``: on 2 CPU cores the quick preset took 527 s with 2 jobs against
+    475 s with 1 (both at commit ec2f4ad): much of a cell is XLA's compute, which
+    already uses every core, and each worker compiles the programs its cells
+    share. The test suite sets the variable to 1 as well: its patches of suite
+    and library functions live in the test process, which workers never see."""
+    return os.environ.get(JOBS_ENVIRONMENT, "1")
 
 
 def parse_jobs(value: str) -> int:

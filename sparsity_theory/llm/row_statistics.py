@@ -186,12 +186,12 @@ def _weighted_mean(u, mask, lse, values):
     return jnp.einsum("hmn,hnd->hmd", w, values)
 
 
-@functools.partial(jax.jit, static_argnames=("selection", "sinks", "max_window"))
-def _sparse_errors(queries, rows, keys, values, windows, selection, sinks, max_window):
+@functools.partial(jax.jit, static_argnames=("selection", "sinks"))
+def _sparse_errors(queries, rows, keys, values, windows, selection, sinks):
     scale = 1.0 / math.sqrt(queries.shape[-1])
     u = jnp.einsum("hmd,hnd->hmn", queries, keys) * jnp.asarray(scale, queries.dtype)
     visible = jnp.arange(u.shape[-1])[None, :] <= rows[:, None]
-    kept = kept_keys(u, visible, rows, windows, selection, sinks, max_window)
+    kept = kept_keys(u, visible, rows, windows, selection, sinks)
     dropped = visible & ~kept
     lse = _masked_lse(u, visible)
     lse_kept, lse_dropped = _masked_lse(u, kept), _masked_lse(u, dropped)
@@ -210,9 +210,9 @@ def _sparse_errors(queries, rows, keys, values, windows, selection, sinks, max_w
     return SparseRowErrors(log_l2, log_out, jnp.log(jnp.linalg.norm(exact, axis=-1)))
 
 
-@functools.partial(jax.jit, static_argnames=("selection", "sinks", "max_window"))
-def _sparse_errors_layers(queries, rows, keys, values, windows, selection, sinks, max_window):
-    return jax.vmap(lambda q, k, v: _sparse_errors(q, rows, k, v, windows, selection, sinks, max_window))(
+@functools.partial(jax.jit, static_argnames=("selection", "sinks"))
+def _sparse_errors_layers(queries, rows, keys, values, windows, selection, sinks):
+    return jax.vmap(lambda q, k, v: _sparse_errors(q, rows, k, v, windows, selection, sinks))(
         queries, keys, values)
 
 
@@ -249,10 +249,8 @@ def causal_sparse_errors(queries, keys, values, rows, windows, selection: str = 
     w[0] = 1
     group = queries.shape[-3] // keys.shape[-3]
     length = int(rows.max()) + 1  # keys beyond the last row are never visible
-    # top_k's static width, rounded up to a power of two so that compiled programs are shared.
-    width = 1 if selection == "sink-recent" else min(length, 1 << int(w[rows + 1].max() - 1).bit_length())
     args = (queries[..., rows, :], jnp.asarray(rows),
             jnp.repeat(keys, group, axis=-3)[..., :length, :],
             jnp.repeat(values, group, axis=-3)[..., :length, :], jnp.asarray(w))
     fn = _sparse_errors_layers if layered else _sparse_errors
-    return fn(*args, selection, int(sinks), width)
+    return fn(*args, selection, int(sinks))
