@@ -272,9 +272,10 @@ def measure_profile(q, k, windows, eps, scale, repeats: int, engine) -> dict:
     * ``light``: the engine with window 1, the largest eps and no values (scores,
       normaliser, a top-1 merge, no second counting pass in practice);
     * ``no_values``: the full windows and eps without values (no output error);
-    * ``top_k``: ``lax.top_k`` alone on the blocks one merge sees (64 rows x
-      (4096 keys + K)), scaled to the same number of scores: the selection
-      primitive's own cost, which the pipeline pays at least once per score.
+    * ``top_k``: ``lax.top_k`` alone on blocks of 64 rows x (4096 keys + K),
+      scaled to the same number of scores: the selection primitive's own cost
+      (the streamed merge now pays it on fewer entries: long float32 blocks go
+      through the two-stage selection, see ``sparsity_theory.streaming``).
     """
     import jax
     from jax import lax

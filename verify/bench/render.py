@@ -160,8 +160,8 @@ def render_markdown(result: dict) -> str:
         "## Where the time goes",
         "",
         "Million scores per second, same rows and keys as above (`measure_profile`). "
-        "`lax.top_k` alone: the selection primitive on the blocks one streamed merge sees (64 "
-        "rows x (4096 keys + K)), scaled to the same number of scores. Window 1 without values: "
+        "`lax.top_k` alone: the selection primitive on blocks of 64 rows x (4096 keys + K), "
+        "scaled to the same number of scores. Window 1 without values: "
         "the scores, the normaliser and a top-1 merge. Without values: every window and eps but "
         "no output error. The full pipeline adds the value products of the output error.",
         "",
