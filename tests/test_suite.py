@@ -147,7 +147,7 @@ def test_verify_has_no_import_circle_and_no_private_import():
 def test_imports_inside_functions_are_only_the_lazy_entry_points():
     """Imports hidden in functions were how the circles hid; what remains loads
     JAX or a subcommand late on purpose (the command starts fast)."""
-    allowed = {("verify.cli", "verify.runner"), ("verify.cli", "verify.bench"), ("verify.cli", "verify.suite"), ("verify.cli", "verify.report.markdown"), ("verify.cli", "verify.report.results_file"),
+    allowed = {("verify.cli", "verify.runner"), ("verify.cli", "verify.workers"), ("verify.cli", "verify.bench"), ("verify.cli", "verify.suite"), ("verify.cli", "verify.report.markdown"), ("verify.cli", "verify.report.results_file"),
                ("verify.cli", "verify.devices"), ("verify.cli", "verify.report.ledger"),
                ("verify.bench.measure", "verify.numpy_reference"), ("verify.bench.command", "verify.provenance")}
     late = {(_module_name(p), m) for p in VERIFY.rglob("*.py") for m, _, top in _imports(p) if not top}

@@ -27,6 +27,8 @@ from typing import Iterator, Optional
 
 import jax
 
+from verify.suite import suites
+
 MAX_AUTO_JOBS = 4
 
 
@@ -80,18 +82,14 @@ def _initialise(x64: bool, options: dict) -> None:
         import sparsity_theory
 
         sparsity_theory.enable_x64()
-    from verify.runner import SUITES
-
-    for suite in SUITES.values():
+    for suite in suites().values():
         if suite.configure is not None:
             suite.configure(**{k: v for k, v in options.items() if v is not None})
 
 
 def _run_cell(suite_name: str, cell: dict) -> tuple[dict, float]:
-    from verify.runner import SUITES
-
     started = time.time()
-    result = SUITES[suite_name].run_cell(cell)
+    result = suites()[suite_name].run_cell(cell)
     return result, time.time() - started
 
 
