@@ -33,6 +33,8 @@ LEDGER_TESTS = ("tests/test_rules.py", "tests/test_claims.py", "tests/test_strat
 SPECIAL_TESTS = ("tests/test_special.py", "tests/test_bounds_theorem43.py")
 QUANTILE_TESTS = ("tests/test_gaussian_quantiles.py", "tests/test_tightness.py")
 SHARP_TESTS = ("tests/test_sharp_laws.py",)
+SELECTION_TESTS = ("tests/test_selection.py", "tests/test_streaming.py")
+LLM_TESTS = ("tests/test_llm_statistics.py", "tests/test_llm.py")
 
 
 class Mutant(NamedTuple):
@@ -84,6 +86,19 @@ MUTANTS = (
            "        if k >= n:\n", BOUNDS_TESTS,
            "Theorem 4.3: k = n refused (edge of the valid range)"),
     # ---- sparsity_theory/special.py: the inverse incomplete beta behind Theorem 4.3
+    # ---- sparsity_theory/selection.py and the real model's kept set (issue 16)
+    Mutant("G1", "sparsity_theory/selection.py",
+           "    exact = jnp.all(f[..., count - 1] < f[..., k - 1])",
+           "    exact = jnp.all(f[..., count - 1] <= f[..., k - 1])", SELECTION_TESTS,
+           "float64 preselection trusted when float32 values collide at the boundary"),
+    Mutant("G2", "sparsity_theory/selection.py",
+           "    chosen = lax.sort(lax.top_k(maxima, k)[1], dimension=maxima.ndim - 1)",
+           "    chosen = lax.top_k(maxima, k)[1]", SELECTION_TESTS,
+           "two-stage selection: chosen groups not in ascending order (tie order lost)"),
+    Mutant("F1", "sparsity_theory/llm/llama.py",
+           "            masked, jnp.broadcast_to(k, masked.shape[:-1]))",
+           "            masked, jnp.broadcast_to(jnp.maximum(k - 1, 1), masked.shape[:-1]))", LLM_TESTS,
+           "real-model top-k keeps the (k-1) largest scores"),
     Mutant("X1", "sparsity_theory/special.py",
            "        small = binomial_log_sf(mid, n, p) <= log_delta",
            "        small = binomial_log_sf(mid, n, p) < log_delta", SPECIAL_TESTS,
@@ -304,6 +319,8 @@ MUTANTS = (
            "    values = {name: 0 for name in rules}", ("tests/test_rules.py",),
            "the digest ignores the rules' values"),
 )
+_IDS = [m.id for m in MUTANTS]
+assert len(set(_IDS)) == len(_IDS), sorted({i for i in _IDS if _IDS.count(i) > 1})  # --only and --update go by id
 
 
 def _run_tests(tests: tuple[str, ...], timeout: float) -> tuple[bool, str, float]:
