@@ -216,7 +216,7 @@ def block_top_k(x: Array, k: int, group: int = GROUP) -> tuple[Array, Array]:
 PRESELECT_SLACK = 16
 
 
-def _float32_top_k(x: Array, k: int) -> tuple[Array, Array]:
+def float32_top_k(x: Array, k: int) -> tuple[Array, Array]:
     """``lax.top_k(x, k)`` for canonical float32 x, by two stages when it pays."""
     if two_stage_pays(x.shape[-1], k):
         return _two_stage_top_k(x, k, GROUP)
@@ -228,11 +228,11 @@ def _preselected_top_k_indices(x: Array, k: int) -> Array:
     preselected on their float32 rounding (see :func:`top_k_indices`)."""
     count = k + PRESELECT_SLACK
     if x.dtype != jnp.float64 or count >= x.shape[-1]:
-        return _float32_top_k(x, k)[1] if x.dtype == jnp.float32 else lax.top_k(x, k)[1]
+        return float32_top_k(x, k)[1] if x.dtype == jnp.float32 else lax.top_k(x, k)[1]
     # The barrier keeps XLA (CPU) from fusing the top-k into its consumers' loops.
     # canonical_zero: float64 values below the float32 range round to -0.0.
     f, pos = lax.optimization_barrier(
-        _float32_top_k(canonical_zero(x.astype(jnp.float32)), count))
+        float32_top_k(canonical_zero(x.astype(jnp.float32)), count))
     # One decision for every row: under vmap a per-row predicate would turn the
     # cond into a select that runs both branches.
     exact = jnp.all(f[..., count - 1] < f[..., k - 1])

@@ -56,7 +56,7 @@ from sparsity_theory.evaluate import (
     RowStatistics, map_row_blocks, row_blocks, validated_rows_arguments,
 )
 from sparsity_theory.selection import (
-    GROUP, PRESELECT_SLACK, _float32_top_k, canonical_zero, group_candidates, top_k,
+    GROUP, PRESELECT_SLACK, float32_top_k, canonical_zero, group_candidates, top_k,
     two_stage_pays,
 )
 from sparsity_theory.sparsity import profile_from_top
@@ -127,7 +127,7 @@ def _block_candidates(u, window):
         return everything, None
     # canonical_zero: float64 values below the float32 range round to -0.0.
     f, pos = lax.optimization_barrier(
-        _float32_top_k(canonical_zero(u.astype(jnp.float32)), count))
+        float32_top_k(canonical_zero(u.astype(jnp.float32)), count))
     return pos.astype(jnp.int32), jnp.all(f[:, -1] < f[:, window - 1])
 
 
