@@ -256,9 +256,7 @@ def _top_k_indices_fn(k: int):
 
     @indices.def_vmap
     def _batched(axis_size, in_batched, x):
-        if not in_batched[0]:
-            return indices(x), False
-        return indices(x), True
+        return indices(x), in_batched[0]
 
     return indices
 
