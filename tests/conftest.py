@@ -17,6 +17,11 @@ sparsity_theory.enable_x64()
 # patches. tests/test_workers.py runs several jobs explicitly.
 os.environ["SPARSITY_VERIFY_JOBS"] = "1"
 
+# No persistent compilation cache for the command unless a test asks for one
+# (tests/test_compilation_cache.py): tests write nothing under the user's home,
+# and a test that runs the command compiles as a first run does.
+os.environ["SPARSITY_VERIFY_COMPILATION_CACHE"] = "off"
+
 # JAX compiles once per new shape, so the first examples of a test are slow:
 # no deadline, and shapes are drawn from a few buckets in each test.
 settings.register_profile(

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from verify import compilation_cache  # no JAX until it is enabled
+
 PRESETS = ("quick", "paper", "large")
 
 
@@ -37,6 +39,11 @@ def _parser(name_suites: bool = False) -> argparse.ArgumentParser:
                      help="cells computed at once, each in its own worker process (same results); "
                      "'auto': the usable cores, at most 4, on the CPU backend, else 1 "
                      "(default: $SPARSITY_VERIFY_JOBS, else 1; on 2 cores 2 jobs were slower)")
+    run.add_argument("--compilation-cache", default=None, metavar="DIR|off",
+                     help="JAX's persistent compilation cache: a rerun loads the compiled programs "
+                     "instead of compiling them again (same results; default: "
+                     "$SPARSITY_VERIFY_COMPILATION_CACHE, else ~/.cache/sparsity-theory/"
+                     "jax-compilation-cache; 'off' to turn it off)")
     real = run.add_argument_group("real attention", "options of the suite real_attention")
     real.add_argument("--model", metavar="PATH", default=None,
                       help="a LLaMA-family GGUF file (default: SmolLM2-135M-Instruct, fetched from the "
@@ -101,6 +108,16 @@ def main(argv=None) -> int:
                 print(f"error: could not join the distributed run: {e}", file=sys.stderr)
                 return 2
     enable_float64()  # before the suites (imported with the runner) make any array
+    if args.command == "run":  # before the first compilation
+        try:
+            directory, warning = compilation_cache.choose(args.compilation_cache)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+        if directory:
+            compilation_cache.enable(directory)
     from verify import runner  # imported late: it loads JAX
     from verify.report import ledger, markdown
     from verify.report.results_file import read_results

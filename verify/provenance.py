@@ -50,6 +50,8 @@ def device_info() -> dict:
 
 
 def provenance() -> dict:
+    import jax
+
     return {
         "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
@@ -60,4 +62,7 @@ def provenance() -> dict:
                                         "tokenizers")},
         },
         "device": device_info(),
+        # Where compiled programs were loaded from and saved to (None: compiled in
+        # this run only); it changes how long a run takes, not what it computes.
+        "compilation_cache": jax.config.jax_compilation_cache_dir,
     }

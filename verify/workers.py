@@ -27,6 +27,7 @@ from typing import Iterator, Optional
 
 import jax
 
+from verify import compilation_cache
 from verify.suite import suites
 
 MAX_AUTO_JOBS = 4
@@ -77,11 +78,13 @@ def parse_jobs(value: str) -> int:
     return jobs
 
 
-def _initialise(x64: bool, options: dict) -> None:
+def _initialise(x64: bool, cache: Optional[str], options: dict) -> None:
     if x64:
         import sparsity_theory
 
         sparsity_theory.enable_x64()
+    if cache is not None:  # the parent's persistent compilation cache
+        compilation_cache.enable(cache)
     for suite in suites().values():
         if suite.configure is not None:
             suite.configure(**{k: v for k, v in options.items() if v is not None})
@@ -105,7 +108,7 @@ def compute(tasks: list[tuple[int, str, dict]], jobs: int,
     x64 = bool(jax.config.jax_enable_x64)
     with concurrent.futures.ProcessPoolExecutor(
             max_workers=jobs, mp_context=context, initializer=_initialise,
-            initargs=(x64, dict(options or {}))) as pool:
+            initargs=(x64, jax.config.jax_compilation_cache_dir, dict(options or {}))) as pool:
         futures = {pool.submit(_run_cell, name, cell): index for index, name, cell in tasks}
         error: Optional[BaseException] = None
         try:
