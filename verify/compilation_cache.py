@@ -3,8 +3,8 @@
 Half of a quick run on CPU is XLA compiling the suites' programs (one per shape,
 sampler and window set), and it is the same work every run. The command turns on
 JAX's persistent compilation cache, so that a second run loads the compiled
-programs from disk: the quick preset took 466 s with an empty cache and 241 s
-with a warm one (2 cores; docs/benchmarks.md), with every cell's result equal.
+programs from disk: the quick preset took 426 s with an empty cache and 252 s
+with a warm one (2 cores, docs/usage.md), with every cell's result equal.
 
 The command, not the library, does this (importing ``sparsity_theory`` changes no
 JAX setting). JAX keys each entry by the program, the JAX and jaxlib versions,
