@@ -290,11 +290,32 @@ def _certified_window_row(u: Array, log_eps: Array) -> Array:
     return jnp.clip(above + from_tie.astype(above.dtype), 1, n)
 
 
+# Rows at least this long are searched one after another (lax.map), not side by
+# side (vmap): a row's keys and masses then stay in the core's cache over its 33
+# (float32) or 65 (float64) bisection passes instead of streaming every row of
+# the block from memory on each pass; the windows are the same bit for bit.
+# certified_window of 256 rows (128 at n = 65536), 3 eps, 2-core CPU, before ->
+# after: float64 n = 4096 175 -> 84 ms, 16384 924 -> 341-549, 65536 2104 ->
+# 700-811; float32 n = 65536 699 -> 288-353. At n = 1024 one after another was
+# slower (float32 4.7 -> 14.6 ms): those rows fit the cache side by side.
+SEQUENTIAL_ROWS_FROM = 4096
+
+
+def certified_windows_of_rows(logits: Array, log_eps: Array) -> Array:
+    """Certified windows of rows (r, n) at thresholds ``log_eps`` (E,): (r, E)."""
+    def row(u):
+        return jax.vmap(_certified_window_row, in_axes=(None, 0))(u, log_eps)
+
+    if logits.shape[-1] >= SEQUENTIAL_ROWS_FROM:
+        return lax.map(row, logits)
+    return jax.vmap(row)(logits)
+
+
 @jax.jit
 def _certified_window(logits: Array, log_eps: Array) -> Array:
-    row = jnp.vectorize(_certified_window_row, signature="(n),()->()")
-    expanded = logits[(Ellipsis,) + (None,) * log_eps.ndim + (slice(None),)]
-    return row(expanded, log_eps)
+    batch, n = logits.shape[:-1], logits.shape[-1]
+    windows = certified_windows_of_rows(logits.reshape(-1, n), log_eps.reshape(-1))
+    return windows.reshape(batch + log_eps.shape)
 
 
 def certified_window(logits: Array, eps) -> Array:

@@ -412,6 +412,37 @@ def test_certified_window_float32(u, eps):
         check_certified(ref, math.log(e), int(k_star), slack)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_certified_window_of_long_rows_searched_one_after_another(dtype):
+    """Rows of n >= SEQUENTIAL_ROWS_FROM are searched one at a time (lax.map): the
+    windows are those of the side-by-side search, in every batch and eps shape,
+    in evaluate_rows too, and agree with the sorted reference."""
+    from sparsity_theory import sparsity
+
+    n = sparsity.SEQUENTIAL_ROWS_FROM
+    rng = np.random.default_rng(5)
+    u = (rng.normal(size=(2, 3, n)) * np.array([0.5, 2.0, 8.0])[:, None]).astype(dtype)
+    u[1, 2, : n // 2] = u[1, 2, n // 2:]  # every value twice: ties at the threshold
+    eps = np.array([[1e-1, 1e-3], [1e-5, 0.5]])
+    got = np.asarray(st.certified_window(u, eps))
+    assert got.shape == (2, 3, 2, 2)
+    side_by_side = jax.vmap(jax.vmap(jax.vmap(sparsity._certified_window_row, in_axes=(None, 0)),
+                                     in_axes=(None, 0)), in_axes=(0, None))
+    log_eps = jnp.log(jnp.asarray(eps, dtype))
+    want = np.asarray(side_by_side(jnp.asarray(u).reshape(-1, n), log_eps)).reshape(got.shape)
+    np.testing.assert_array_equal(got, want)
+    slack = 1e-9 if dtype == np.float64 else 1e-4
+    for index in np.ndindex(2, 3):
+        ref = ref_log_tails(u[index].astype(np.float64))
+        for e, k_star in zip(eps.ravel(), got[index].ravel()):
+            check_certified(ref, math.log(e), int(k_star), slack)
+    q = jnp.asarray(rng.normal(size=(5, 4)), dtype)
+    k = jnp.asarray(rng.normal(size=(n, 4)), dtype)
+    stats = st.evaluate_rows(q, k, windows=(1, 8), eps=(1e-2, 1e-4), block_size=2)
+    np.testing.assert_array_equal(stats.certified_window,
+                                  st.certified_window(q @ k.T, np.array([1e-2, 1e-4])))
+
+
 # --------------------------------------------------------------------------
 # Order statistics
 # --------------------------------------------------------------------------
