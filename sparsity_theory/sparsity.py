@@ -234,12 +234,36 @@ def num_effective_entries(logits: Array, eps) -> Array:
     return n - num_small_entries(logits, eps)
 
 
+# Rows at least this long are searched one after another (lax.map), not side by
+# side (vmap): a row's keys and masses then stay in the core's cache over its 33
+# (float32) or 65 (float64) bisection passes (certified windows, k-th smallest
+# entries) instead of streaming every row of the block from memory on each
+# pass; the results are the same bit for bit.
+# certified_window of 256 rows (128 at n = 65536), 3 eps, 2-core CPU, before ->
+# after: float64 n = 4096 175 -> 84 ms, 16384 924 -> 341-549, 65536 2104 ->
+# 700-811; float32 n = 65536 699 -> 288-353. At n = 1024 one after another was
+# slower (float32 4.7 -> 14.6 ms): those rows fit the cache side by side.
+SEQUENTIAL_ROWS_FROM = 4096
+
+
+def over_rows(row_fn, rows: Array, *per_row: Array):
+    """``row_fn(row, *entries)`` for each row of ``rows`` (r, n) and the matching
+    entries of ``per_row`` (r, ...): one row after another when n >=
+    :data:`SEQUENTIAL_ROWS_FROM`, side by side (vmap) below."""
+    if rows.shape[-1] >= SEQUENTIAL_ROWS_FROM:
+        return lax.map(lambda args: row_fn(*args), (rows,) + per_row)
+    return jax.vmap(row_fn)(rows, *per_row)
+
+
 @jax.jit
 def _log_kth_smallest(logits: Array, k: Array) -> Array:
     def row(u, k):
         return selection.kth_smallest(u, k) - jax.nn.logsumexp(u)
 
-    return jnp.vectorize(row, signature="(n),()->()")(logits, k)
+    n = logits.shape[-1]
+    shape = jnp.broadcast_shapes(logits.shape[:-1], k.shape)
+    rows = jnp.broadcast_to(logits, shape + (n,)).reshape(-1, n)
+    return over_rows(row, rows, jnp.broadcast_to(k, shape).reshape(-1)).reshape(shape)
 
 
 def log_kth_smallest_entry(logits: Array, k) -> Array:
@@ -290,25 +314,10 @@ def _certified_window_row(u: Array, log_eps: Array) -> Array:
     return jnp.clip(above + from_tie.astype(above.dtype), 1, n)
 
 
-# Rows at least this long are searched one after another (lax.map), not side by
-# side (vmap): a row's keys and masses then stay in the core's cache over its 33
-# (float32) or 65 (float64) bisection passes instead of streaming every row of
-# the block from memory on each pass; the windows are the same bit for bit.
-# certified_window of 256 rows (128 at n = 65536), 3 eps, 2-core CPU, before ->
-# after: float64 n = 4096 175 -> 84 ms, 16384 924 -> 341-549, 65536 2104 ->
-# 700-811; float32 n = 65536 699 -> 288-353. At n = 1024 one after another was
-# slower (float32 4.7 -> 14.6 ms): those rows fit the cache side by side.
-SEQUENTIAL_ROWS_FROM = 4096
-
-
 def certified_windows_of_rows(logits: Array, log_eps: Array) -> Array:
     """Certified windows of rows (r, n) at thresholds ``log_eps`` (E,): (r, E)."""
-    def row(u):
-        return jax.vmap(_certified_window_row, in_axes=(None, 0))(u, log_eps)
-
-    if logits.shape[-1] >= SEQUENTIAL_ROWS_FROM:
-        return lax.map(row, logits)
-    return jax.vmap(row)(logits)
+    return over_rows(lambda u: jax.vmap(_certified_window_row, in_axes=(None, 0))(u, log_eps),
+                     logits)
 
 
 @jax.jit

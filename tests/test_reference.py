@@ -443,6 +443,26 @@ def test_certified_window_of_long_rows_searched_one_after_another(dtype):
                                   st.certified_window(q @ k.T, np.array([1e-2, 1e-4])))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kth_smallest_entry_of_long_rows_with_broadcast_ranks(dtype):
+    """Long rows (searched one after another) with ranks broadcast against them:
+    the k-th smallest softmax entry is the sorted row's, in the shape of the
+    broadcast."""
+    from sparsity_theory import sparsity
+
+    n = sparsity.SEQUENTIAL_ROWS_FROM
+    rng = np.random.default_rng(6)
+    u = rng.normal(size=(3, 1, n)).astype(dtype)
+    u[2, 0, :n // 2] = u[2, 0, n // 2:]  # ties
+    k = np.array([[1, 7, n // 2, n]])  # (1, 4): broadcast to (3, 4)
+    got = np.asarray(st.log_kth_smallest_entry(u, k))
+    assert got.shape == (3, 4)
+    srt = np.sort(u, axis=-1)
+    lse = np.asarray(jax.nn.logsumexp(jnp.asarray(u), axis=-1))  # (3, 1)
+    want = np.take_along_axis(srt[:, 0, :], np.broadcast_to(k - 1, (3, 4)), axis=-1) - lse
+    np.testing.assert_array_equal(got, want.astype(dtype))
+
+
 # --------------------------------------------------------------------------
 # Order statistics
 # --------------------------------------------------------------------------
