@@ -9,7 +9,8 @@ with a warm one (2 cores, docs/usage.md), with every cell's result equal.
 The command, not the library, does this (importing ``sparsity_theory`` changes no
 JAX setting). JAX keys each entry by the program, the JAX and jaxlib versions,
 the backend, the device and the compiler flags, so a stale entry is never loaded
-and a cached program computes what a fresh compilation does.
+and a cached program computes what a fresh compilation does. The directory is
+not pruned (JAX's default, no size limit): delete it to reclaim the space.
 
 Where: ``--compilation-cache DIR``, else ``$SPARSITY_VERIFY_COMPILATION_CACHE``,
 else ``jax-compilation-cache`` in the package's cache directory
