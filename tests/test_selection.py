@@ -8,6 +8,8 @@ with ``lax.top_k`` itself, eagerly, under jit and under one and two vmaps (the
 single cond must see every row of every vmap level).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,21 +33,28 @@ def hard_rows(draw):
     rows, n = draw(hs.sampled_from(SHAPES))
     seed = draw(hs.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
-    kind = draw(hs.sampled_from(["normal", "integers", "collide", "extremes"]))
+    # k from a few values per shape: each (shape, k) is compiled once, not once
+    # per example; "collide_at_k" puts the k-th largest where it is hardest.
+    k = draw(hs.sampled_from(sorted({1, 2, n // 2, n})))
+    kind = draw(hs.sampled_from(["normal", "integers", "collide", "collide_at_k", "extremes"]))
     x = rng.normal(size=(rows, n))
     if kind == "integers":  # exact ties everywhere
         x = rng.integers(-2, 3, size=(rows, n)).astype(np.float64)
-    elif kind == "collide":  # many distinct float64 values, one float32 value
+    elif kind in ("collide", "collide_at_k"):  # many distinct float64 values, one float32 value
         m = draw(hs.integers(2, n))
         where = rng.choice(n, size=m, replace=False)
         x[:, where] = 1.0 + 1e-12 * rng.integers(-5, 6, size=(rows, m))
+        if kind == "collide_at_k":  # `above` entries above the group, so the k-th is in it
+            others = np.setdiff1d(np.arange(n), where)
+            above = draw(hs.integers(max(0, k - m), min(k - 1, n - m)))
+            x[:, others] = -rng.random((rows, others.size))
+            x[:, others[:above]] = 2.0 + rng.random((rows, above))
     elif kind == "extremes":
         x = x * 10.0 ** rng.integers(-320, 300, size=(rows, n))
         x[rng.random((rows, n)) < 0.2] = -0.0
         x[rng.random((rows, n)) < 0.2] = 0.0
         x[rng.random((rows, n)) < 0.1] = -np.inf
         x[0] = 1e39 * rng.normal(size=n)
-    k = draw(hs.integers(1, n))
     return x, k
 
 
@@ -71,14 +80,18 @@ def _float64():
     assert jnp.zeros(()).dtype == jnp.float64  # conftest turns 64-bit mode on
 
 
+# One compiled function per k (a new jax.jit wrapper per call would compile again).
+@functools.lru_cache(maxsize=None)
 def _jitted(k):
     return jax.jit(lambda x: selection.top_k(x, k))
 
 
+@functools.lru_cache(maxsize=None)
 def _vmapped(k):
     return jax.jit(jax.vmap(lambda r: selection.top_k(r, k)))
 
 
+@functools.lru_cache(maxsize=None)
 def _vmapped_twice(k):
     return jax.jit(jax.vmap(jax.vmap(lambda r: selection.top_k(r, k))))
 
@@ -167,7 +180,10 @@ def block_rows(draw):
         x[rng.random((rows, n)) < 0.7] = -np.inf
     dtype = draw(hs.sampled_from([np.float32, np.float64]))
     groups = -(-n // group)
-    k = draw(hs.one_of(hs.integers(1, n), hs.integers(max(1, groups - 2), min(n, groups + 2))))
+    # k near the number of groups (where the first stage is tight), else from a few
+    # values per shape: each (shape, k, group) is compiled once, not per example.
+    k = draw(hs.one_of(hs.sampled_from(sorted({1, 2, n // 2, n})),
+                       hs.integers(max(1, groups - 2), min(n, groups + 2))))
     return x.astype(dtype), k, group
 
 
@@ -177,9 +193,18 @@ def test_block_top_k_is_lax_top_k_bitwise(xkg):
     x, k, group = xkg
     expected = _reference(x, k)
     _assert_same_bits(selection.block_top_k(x, k, group), expected)
-    _assert_same_bits(jax.jit(lambda x: selection.block_top_k(x, k, group))(x), expected)
-    _assert_same_bits(jax.jit(jax.vmap(lambda r: selection.block_top_k(r, k, group)))(x),
-                      expected)
+    _assert_same_bits(_block_jitted(k, group)(x), expected)
+    _assert_same_bits(_block_vmapped(k, group)(x), expected)
+
+
+@functools.lru_cache(maxsize=None)
+def _block_jitted(k, group):
+    return jax.jit(lambda x: selection.block_top_k(x, k, group))
+
+
+@functools.lru_cache(maxsize=None)
+def _block_vmapped(k, group):
+    return jax.jit(jax.vmap(lambda r: selection.block_top_k(r, k, group)))
 
 
 def _unsorted_groups_top_k(x, k, group):
