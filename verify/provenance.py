@@ -9,6 +9,8 @@ import subprocess
 import sys
 from importlib import metadata
 
+from verify import compilation_cache
+
 
 def _version(dist: str) -> str:
     try:
@@ -50,8 +52,6 @@ def device_info() -> dict:
 
 
 def provenance() -> dict:
-    import jax
-
     return {
         "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
@@ -64,5 +64,5 @@ def provenance() -> dict:
         "device": device_info(),
         # Where compiled programs were loaded from and saved to (None: compiled in
         # this run only); it changes how long a run takes, not what it computes.
-        "compilation_cache": jax.config.jax_compilation_cache_dir,
+        "compilation_cache": compilation_cache.current_dir(),
     }

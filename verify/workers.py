@@ -108,7 +108,7 @@ def compute(tasks: list[tuple[int, str, dict]], jobs: int,
     x64 = bool(jax.config.jax_enable_x64)
     with concurrent.futures.ProcessPoolExecutor(
             max_workers=jobs, mp_context=context, initializer=_initialise,
-            initargs=(x64, jax.config.jax_compilation_cache_dir, dict(options or {}))) as pool:
+            initargs=(x64, compilation_cache.current_dir(), dict(options or {}))) as pool:
         futures = {pool.submit(_run_cell, name, cell): index for index, name, cell in tasks}
         error: Optional[BaseException] = None
         try:

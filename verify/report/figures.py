@@ -126,8 +126,9 @@ def save_figure(fig, out_dir: str, name: str, caption: str) -> dict:
 
     The layout and the tight bounding box are computed once, at the PNG's
     resolution, and both files are written with them: ``savefig(bbox_inches=
-    "tight")`` would lay the figure out and draw it twice per file (a third of
-    the report's time went to the repeated constrained layouts)."""
+    "tight")`` would lay the figure out and draw it twice per file (for the
+    quick preset's figures the constrained layouts took 10.6 of the 36 s of
+    saving)."""
     import matplotlib
 
     os.makedirs(os.path.join(out_dir, "figures"), exist_ok=True)
