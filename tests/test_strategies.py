@@ -5,8 +5,8 @@ The suite's cells are checked against an independent dense NumPy recomputation
 of the same inputs; the analysis and the ledger on synthetic results whose
 answer is known; the runner end to end on a tiny preset.
 
-Speed: ``_chunk_metrics`` compiles once per (mode, n) (several seconds each on
-two cores), so the tiny preset has two lengths, and the direct ``run_cell`` test
+Speed: ``_chunk_metrics`` compiles once per n (several seconds each on two
+cores) and ``_chunk_inputs`` once per (mode, n), so the tiny preset has two lengths, and the direct ``run_cell`` test
 uses a cell of that preset: the end-to-end run then finds it compiled.
 """
 
