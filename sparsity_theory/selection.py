@@ -101,6 +101,9 @@ def smallest_key_where(
     return hi
 
 
+# Jitted: called eagerly, the bisection's loop body is a new function on every
+# call, so each call compiled its programs again.
+@jax.jit
 def kth_smallest(x: Array, k: Array | int) -> Array:
     """The ``k``-th smallest entry of a 1-D array (``k`` = 1 is the minimum).
 
