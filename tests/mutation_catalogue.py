@@ -444,10 +444,11 @@ def main(argv=None) -> int:
         reruns = (f" Mutants {', '.join(fresh)} re-run with `--update` on "
                   f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} at git commit "
                   f"`{subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True).stdout.strip()}`.")
-        for earlier_note in re.findall(r" Mutants ([A-Z0-9, ]+) re-run with [^.]*\.", header):
-            if not set(earlier_note.split(", ")) <= set(fresh):  # keep notes of other re-runs
-                reruns = f" Mutants {earlier_note}" + header.split(f" Mutants {earlier_note}", 1)[1].split(".", 1)[0] \
-                    + "." + reruns
+        # Keep the notes of other re-runs, whole and in their order (a note was
+        # once looked up by its mutant list, and "G1, G2" found "G1, G2, F1").
+        kept = [note[0] for note in re.finditer(r" Mutants ([A-Z0-9, ]+) re-run with [^.]*\.", header)
+                if not set(note[1].split(", ")) <= set(fresh)]
+        reruns = "".join(kept) + reruns
     with open(args.out, "w") as f:
         f.write(markdown(results, started, commit, reruns))
     print(f"wrote {args.out}")
