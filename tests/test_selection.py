@@ -274,3 +274,29 @@ def test_group_candidates_and_block_top_k_arguments():
     # Candidates: the chosen groups' entries, in increasing position.
     x = jnp.asarray([[0.0, 9.0, 1.0, 1.0, 8.0, 0.0, 2.0, 2.0]])
     np.testing.assert_array_equal(selection.group_candidates(x, 2, 2), [[0, 1, 4, 5]])
+
+
+def test_eager_calls_compile_once():
+    """Called again on the same shapes, the eager selection functions compile
+    nothing: a bare custom_vmap (top_k_indices) and a loop body defined per call
+    (kth_smallest) used to compile their programs on every call."""
+    compiles = []
+
+    def count(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    rows = np.random.default_rng(3).normal(size=(2, 40))
+    calls = (lambda: selection.top_k_indices(rows, 5),
+             lambda: selection.top_k_indices(rows.astype(np.float32), 5),
+             lambda: selection.kth_largest(jnp.asarray(rows[0]), 3),
+             lambda: selection.kth_smallest(jnp.asarray(rows[0]), 3))
+    for call in calls:
+        jax.block_until_ready(call())
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        for call in calls:
+            jax.block_until_ready(call())
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+    assert compiles == [], f"{len(compiles)} programs compiled again"
