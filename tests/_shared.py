@@ -1,6 +1,9 @@
 """Helpers shared by the property tests."""
 
+import contextlib
+
 from hypothesis import HealthCheck
+import jax
 import numpy as np
 
 EPS64 = float(np.finfo(np.float64).eps)
@@ -27,3 +30,20 @@ def tiny_value(x: float) -> float:
     """x scaled by 1e-200, kept a normal float (or 0): values whose squares underflow."""
     y = x * 1e-200
     return y if abs(y) >= np.finfo(np.float64).tiny else 0.0
+
+
+@contextlib.contextmanager
+def compilations():
+    """A list that receives one entry per XLA backend compilation in the block:
+    for tests that a repeated call reuses its compiled program."""
+    compiled = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(kwargs.get("fun_name", event))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiled
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)

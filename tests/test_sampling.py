@@ -9,6 +9,8 @@ import sparsity_theory as st
 from sparsity_theory import bounds
 from verify import sampling
 
+from _shared import compilations
+
 
 @pytest.mark.parametrize("mode", ["self", "cross"])
 def test_chunking_and_summaries_do_not_change_the_draws(mode, monkeypatch):
@@ -71,19 +73,10 @@ def test_the_score_scale_scales_the_scores_without_a_new_program(mode):
     """The scale is a traced argument: scale 2 doubles u, sigma and mu exactly (a
     power of two), and reuses the program compiled for scale 1 (so suites that
     differ only in their scale share their programs)."""
-    compiles = []
-
-    def count(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
     args = (st.Gaussian(1.0, mean=0.3), 24, 3, mode, 5, 7)
     one = sampling.sample_row_scores(*args, scale=1.0)
-    jax.monitoring.register_event_duration_secs_listener(count)
-    try:
+    with compilations() as compiles:
         two = sampling.sample_row_scores(*args, scale=2.0)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(count)
     for a, b in zip(one, two):
         if a is None:
             assert b is None and mode == "cross"

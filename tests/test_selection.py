@@ -19,6 +19,7 @@ from hypothesis import strategies as hs
 from jax import lax
 
 from sparsity_theory import selection
+from _shared import compilations
 
 SHAPES = [(3, 17), (4, 64), (2, 97), (3, 300)]
 
@@ -280,12 +281,6 @@ def test_eager_calls_compile_once():
     """Called again on the same shapes, the eager selection functions compile
     nothing: a bare custom_vmap (top_k_indices) and a loop body defined per call
     (kth_smallest) used to compile their programs on every call."""
-    compiles = []
-
-    def count(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
     rows = np.random.default_rng(3).normal(size=(2, 40))
     calls = (lambda: selection.top_k_indices(rows, 5),
              lambda: selection.top_k_indices(rows.astype(np.float32), 5),
@@ -293,10 +288,7 @@ def test_eager_calls_compile_once():
              lambda: selection.kth_smallest(jnp.asarray(rows[0]), 3))
     for call in calls:
         jax.block_until_ready(call())
-    jax.monitoring.register_event_duration_secs_listener(count)
-    try:
+    with compilations() as compiles:
         for call in calls:
             jax.block_until_ready(call())
-    finally:
-        jax.monitoring.unregister_event_duration_listener(count)
-    assert compiles == [], f"{len(compiles)} programs compiled again"
+    assert compiles == [], f"compiled again: {compiles}"
