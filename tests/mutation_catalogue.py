@@ -187,6 +187,10 @@ MUTANTS = (
            "    return log_total, log_total - 0.5 * jnp.log(jnp.asarray(m, log_total.dtype))",
            "    return log_total, log_total - jnp.log(jnp.asarray(m, log_total.dtype))", CORE_TESTS,
            "RMS over rows divides by m instead of sqrt(m)"),
+    Mutant("R4", "sparsity_theory/errors.py",
+           "    w_head = jnp.where(jnp.arange(num_top)[None, :] <= pos[:, None], w[None, :], 0.0)  # (W, K)",
+           "    w_head = jnp.where(jnp.arange(num_top)[None, :] <= pos[:, None] + 1, w[None, :], 0.0)  # (W, K)",
+           CORE_TESTS, "output error: the kept mean of window k takes one entry too many"),
     # ---- verify/statistics.py: the tests behind every verdict
     Mutant("T1", "verify/statistics.py",
            "p_value = 1.0 if f == 0 else float(min(1.0, max(0.0, stats.binom.sf(f - 1, n, d))))",
