@@ -10,9 +10,8 @@ Why processes: compilation and Python dispatch use one core, so on a machine
 with many cores several cells at once may keep them busy. Each worker keeps to
 one suite (:func:`next_task`), since a suite's cells share compiled programs.
 Measured on 2 cores it did not pay (see :func:`default_jobs`), so one job is the
-default. On an
-accelerator a second process would compete for the one device (and its memory),
-so ``auto`` means one job there.
+default. On an accelerator a second process would compete for the one device
+(and its memory), so ``auto`` means one job there.
 
 Workers are started with ``spawn`` (a fresh interpreter: forking a process that
 has started JAX's runtime is unsafe), turn on 64-bit mode if the parent has it,
@@ -62,8 +61,9 @@ def default_jobs() -> str:
     preset took 424 s with 2 jobs and 423 s with 1 (every cell equal): much of
     a cell is XLA's compute, which already uses every core. (Before the workers
     kept to one suite each, 2 jobs took 527 s against 475 s at commit ec2f4ad:
-    every worker compiled nearly every program.) The test suite sets the variable to 1 as well: its patches of suite
-    and library functions live in the test process, which workers never see."""
+    every worker compiled nearly every program.) The test suite sets the
+    variable to 1 as well: its patches of suite and library functions live in
+    the test process, which workers never see."""
     return os.environ.get(JOBS_ENVIRONMENT, "1")
 
 
