@@ -108,12 +108,35 @@ def _block_statistics(u, rows, log_eps, windows, fractions, sinks, local):
                                certified, effective, tails, kth, sink, local_mass)
 
 
-@functools.partial(jax.jit, static_argnames=("windows", "fractions", "sinks", "local"))
 def _statistics(queries, rows, keys, log_eps, windows, fractions, sinks, local):
     """queries: (H, m, d) of rows ``rows``; keys: (H, L, d), every key the rows see."""
     scale = 1.0 / math.sqrt(queries.shape[-1])
     u = jnp.einsum("hmd,hnd->hmn", queries, keys) * jnp.asarray(scale, queries.dtype)
     return _block_statistics(u, rows, log_eps, windows, fractions, sinks, local)
+
+
+@functools.partial(jax.jit, static_argnames=("groups", "windows", "fractions", "sinks", "local"))
+def _grouped_statistics(queries, keys, grouped_rows, inverse, log_eps, groups, windows, fractions,
+                        sinks, local):
+    """Every group of rows in one compiled call: ``groups`` lists (key length,
+    number of rows) in the order of ``grouped_rows``; ``inverse`` puts the rows
+    back in the caller's order. One call per layer instead of about 180 eager
+    operations (gathers, slices, joins), which took 1.1 of the 2.0 s of a
+    1024-token profile of SmolLM2's 30 layers."""
+    keys = jnp.repeat(keys, queries.shape[0] // keys.shape[0], axis=0)
+    parts, start = [], 0
+    for length, count in groups:
+        rows = grouped_rows[start:start + count]
+        start += count
+        # Windows beyond this group's keys drop nothing: their tail is -inf, as at k >= n_i.
+        w_group = tuple(min(w, length) for w in windows)
+        part = _statistics(queries[:, rows], rows, keys[:, :length], log_eps, w_group, fractions,
+                           sinks, local)
+        if w_group != windows:
+            cut = jnp.asarray([w > length for w in windows])
+            part = part._replace(log_tail_mass=jnp.where(cut, -jnp.inf, part.log_tail_mass))
+        parts.append(part)
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1)[:, inverse], *parts)
 
 
 MIN_KEY_LENGTH = 64  # rows this short share one group: fewer compiled shapes, little extra work
@@ -157,23 +180,14 @@ def causal_row_statistics(queries, keys, rows=None, eps=(0.1, 0.01), windows=(1,
     fractions = tuple(float(q) for q in small_fractions)
     if any(not 0 < q <= 1 for q in fractions):
         raise ValueError(f"small_fractions must lie in (0, 1], got {fractions}.")
-    keys = jnp.repeat(keys, queries.shape[0] // keys.shape[0], axis=0)
     log_eps = jnp.asarray(np.log(eps), queries.dtype)
     lengths = key_lengths(rows, n)
-    order, parts = [], []
-    for length in np.unique(lengths):
-        group = np.flatnonzero(lengths == length)
-        order.append(group)
-        # Windows beyond this group's keys drop nothing: their tail is -inf, as at k >= n_i.
-        w_group = tuple(min(w, int(length)) for w in windows)
-        part = _statistics(queries[:, rows[group]], jnp.asarray(rows[group]), keys[:, :length],
-                           log_eps, w_group, fractions, int(sinks), int(local))
-        if w_group != windows:
-            cut = jnp.asarray([w > length for w in windows])
-            part = part._replace(log_tail_mass=jnp.where(cut, -jnp.inf, part.log_tail_mass))
-        parts.append(part)
+    order = [np.flatnonzero(lengths == length) for length in np.unique(lengths)]
+    groups = tuple((int(lengths[g[0]]), int(g.size)) for g in order)
     inverse = np.argsort(np.concatenate(order))
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1)[:, inverse], *parts)
+    return _grouped_statistics(queries, keys, jnp.asarray(rows[np.concatenate(order)]),
+                               jnp.asarray(inverse), log_eps, groups, windows, fractions,
+                               int(sinks), int(local))
 
 
 def _masked_lse(u, mask):
