@@ -32,6 +32,22 @@ def test_sampler_is_reproducible_and_keyed(model):
     assert model.sample(jax.random.PRNGKey(1), (2,), jnp.float32).dtype == jnp.float32
 
 
+@pytest.mark.parametrize("draw, extra", [(jax.random.normal, ()), (jax.random.rademacher, ()),
+                                         (jax.random.uniform, (-2.0, 3.0))],
+                         ids=["normal", "rademacher", "uniform"])
+def test_flat_draw_is_the_shaped_draw_bit_for_bit(draw, extra):
+    # The samplers draw flat for compile time only: the numbers must not move,
+    # one key or vmapped over keys, in float32 and float64.
+    keys, shape = jax.random.split(jax.random.PRNGKey(3), 4), (5, 3)
+    for dtype in (jnp.float32, jnp.float64):
+        shaped = jax.vmap(lambda k: draw(k, shape, dtype, *extra))(keys)
+        flat = jax.vmap(lambda k: st.inputs.drawn_flat(draw, k, shape, dtype, *extra))(keys)
+        assert flat.shape == shaped.shape and flat.dtype == shaped.dtype
+        assert np.array_equal(np.asarray(flat), np.asarray(shaped))
+    one = st.inputs.drawn_flat(draw, keys[0], (2, 4, 3), jnp.float64, *extra)
+    assert np.array_equal(np.asarray(one), np.asarray(draw(keys[0], (2, 4, 3), jnp.float64, *extra)))
+
+
 def _centred_mgf(model, t):
     if isinstance(model, st.Uniform):
         x = t * model.radius

@@ -25,6 +25,7 @@ import numpy as np
 
 import sparsity_theory as st
 from sparsity_theory import bounds, error_bounds
+from sparsity_theory.inputs import drawn_flat
 from verify import adversary
 from verify.rules import rule
 from verify.claims import TOLERANCE  # a ratio above 1 + 1e-9 is a violation (rounding slack)
@@ -177,7 +178,7 @@ def deterministic_start(cell: dict):
 @functools.partial(jax.jit, static_argnames=("shapes", "radius"))
 def _uniform_boxes(key, shapes, radius):
     keys = jax.random.split(key, len(shapes))
-    return tuple(jax.random.uniform(k, s, jnp.float64, -radius, radius)
+    return tuple(drawn_flat(jax.random.uniform, k, s, jnp.float64, -radius, radius)
                  for k, s in zip(keys, shapes))
 
 

@@ -53,6 +53,7 @@ import numpy as np
 import sparsity_theory as st
 from sparsity_theory import windows as window_plans
 from sparsity_theory.errors import log_norm
+from sparsity_theory.inputs import drawn_flat
 from verify import progress
 from verify.claims import ClaimVerdict
 from verify.sampling import trial_keys
@@ -147,7 +148,7 @@ def _chunk_inputs(keys, weights, scale, n: int, d: int, mode: str, rows: tuple[i
     def one(key):
         inp = st.sample_inputs(key, n, d, GAUSSIAN, mode)
         q, k, v = st.project(inp, weights)
-        v_ind = jax.random.normal(jax.random.fold_in(key, 17), v.shape, v.dtype)
+        v_ind = drawn_flat(jax.random.normal, jax.random.fold_in(key, 17), v.shape, v.dtype)
         return scale * q[row_index] @ k.T, v, v_ind
 
     return jax.vmap(one)(keys)
