@@ -268,7 +268,7 @@ MUTANTS = (
     Mutant("K3", "verify/suites/sharp_analysis.py", "    return fit[\"low\"] <= 0",
            "    return fit[\"slope\"] <= 0", SHARP_TESTS, "'no growth detected' judged on the point estimate"),
     Mutant("K4", "verify/suites/sharp_analysis.py",
-           "    return eps * np.exp(np.asarray(laws.log_phibar(sigma - typical_max)))",
+           "    return eps * jnp.exp(laws.log_phibar(sigma - typical_max))",
            "    return eps", SHARP_TESTS, "the quenched reading of the window law dropped"),
     Mutant("K5", "verify/suites/real_analysis.py",
            "    return (ratio >= 1 / LAW_FACTOR) & (ratio <= LAW_FACTOR)",

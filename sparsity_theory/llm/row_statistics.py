@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsity_theory.llm.llama import kept_keys
+from sparsity_theory.llm.llama import grouped_mix, grouped_scores, kept_keys
 from sparsity_theory.sparsity import suffix_logsumexp
 
 Array = jax.Array
@@ -109,9 +109,9 @@ def _block_statistics(u, rows, log_eps, windows, fractions, sinks, local):
 
 
 def _statistics(queries, rows, keys, log_eps, windows, fractions, sinks, local):
-    """queries: (H, m, d) of rows ``rows``; keys: (H, L, d), every key the rows see."""
+    """queries: (H, m, d) of rows ``rows``; keys: (KV, L, d), every key the rows see."""
     scale = 1.0 / math.sqrt(queries.shape[-1])
-    u = jnp.einsum("hmd,hnd->hmn", queries, keys) * jnp.asarray(scale, queries.dtype)
+    u = grouped_scores(queries, keys) * jnp.asarray(scale, queries.dtype)
     return _block_statistics(u, rows, log_eps, windows, fractions, sinks, local)
 
 
@@ -123,7 +123,6 @@ def _grouped_statistics(queries, keys, grouped_rows, inverse, log_eps, groups, w
     back in the caller's order. One call per layer instead of about 180 eager
     operations (gathers, slices, joins), which took 1.1 of the 2.0 s of a
     1024-token profile of SmolLM2's 30 layers."""
-    keys = jnp.repeat(keys, queries.shape[0] // keys.shape[0], axis=0)
     parts, start = [], 0
     for length, count in groups:
         rows = grouped_rows[start:start + count]
@@ -195,15 +194,16 @@ def _masked_lse(u, mask):
 
 
 def _weighted_mean(u, mask, lse, values):
-    """``sum_{j in mask} exp(u_j - lse) v_j`` with lse the mask's own log-sum-exp."""
+    """``sum_{j in mask} exp(u_j - lse) v_j`` with lse the mask's own log-sum-exp;
+    values (KV, n, d_v) of the key heads."""
     w = jnp.where(mask, jnp.exp(u - lse[..., None]), 0.0)
-    return jnp.einsum("hmn,hnd->hmd", w, values)
+    return grouped_mix(w, values)
 
 
 @functools.partial(jax.jit, static_argnames=("selection", "sinks"))
 def _sparse_errors(queries, rows, keys, values, windows, selection, sinks):
     scale = 1.0 / math.sqrt(queries.shape[-1])
-    u = jnp.einsum("hmd,hnd->hmn", queries, keys) * jnp.asarray(scale, queries.dtype)
+    u = grouped_scores(queries, keys) * jnp.asarray(scale, queries.dtype)
     visible = jnp.arange(u.shape[-1])[None, :] <= rows[:, None]
     kept = kept_keys(u, visible, rows, windows, selection, sinks)
     dropped = visible & ~kept
@@ -261,10 +261,8 @@ def causal_sparse_errors(queries, keys, values, rows, windows, selection: str = 
         raise ValueError(f"selection must be 'top-k' or 'sink-recent', got {selection!r}.")
     w = np.minimum(windows[:n + 1], np.arange(n + 1)).astype(np.int32)
     w[0] = 1
-    group = queries.shape[-3] // keys.shape[-3]
     length = int(rows.max()) + 1  # keys beyond the last row are never visible
-    args = (queries[..., rows, :], jnp.asarray(rows),
-            jnp.repeat(keys, group, axis=-3)[..., :length, :],
-            jnp.repeat(values, group, axis=-3)[..., :length, :], jnp.asarray(w))
+    args = (queries[..., rows, :], jnp.asarray(rows), keys[..., :length, :],
+            values[..., :length, :], jnp.asarray(w))
     fn = _sparse_errors_layers if layered else _sparse_errors
     return fn(*args, selection, int(sinks))
