@@ -34,6 +34,7 @@ from sparsity_theory.llm import (  # noqa: E402
     load_gguf,
     token_losses,
 )
+from sparsity_theory.llm.gguf_file import read_gguf  # noqa: E402
 
 VOCAB, DIM, LAYERS, HEADS, KV_HEADS, FFN = 64, 32, 2, 4, 2, 64
 HEAD_DIM = DIM // HEADS
@@ -331,6 +332,33 @@ def untied(models):
 # --------------------------------------------------------------------------- #
 
 
+@pytest.mark.parametrize("qname", ["F32", "Q4_1"])
+def test_read_gguf_agrees_with_the_gguf_package(models, tmp_path, qname):
+    """Our header parser against gguf.GGUFReader: every metadata value, every
+    tensor's name, shape, type and bytes (quantised blocks included)."""
+    hf, _ = models[False]
+    qtype = getattr(gguf.GGMLQuantizationType, qname)
+    # Numeric arrays too: token types (int32) and scores (float32).
+    path = write_gguf(tmp_path / f"{qname}.gguf", hf, qtype=None if qname == "F32" else qtype,
+                      metadata=dict(add_token_types=[1] * VOCAB,
+                                    add_token_scores=[-float(i) for i in range(VOCAB)]))
+    ours, theirs = read_gguf(str(path)), gguf.GGUFReader(str(path))
+    keys = [k for k in theirs.fields if not k.startswith("GGUF.")]
+    assert sorted(ours.fields) == sorted(keys)
+    for key in keys:
+        value = theirs.fields[key].contents()
+        if isinstance(ours.fields[key], np.ndarray):
+            assert ours.fields[key].tolist() == list(value), key
+        else:
+            assert ours.fields[key] == value and type(ours.fields[key]) is type(value), key
+    assert [t.name for t in ours.tensors] == [t.name for t in theirs.tensors]
+    for mine, ref in zip(ours.tensors, theirs.tensors):
+        assert mine.qtype == ref.tensor_type and mine.type_name == ref.tensor_type.name
+        assert mine.shape == tuple(reversed(ref.shape.tolist()))
+        assert mine.data.dtype == ref.data.dtype and np.array_equal(mine.data, ref.data), mine.name
+    assert {t.type_name for t in ours.tensors} >= {qname}
+
+
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 def test_load_gguf_reads_config_weights_tokenizer(models, tied):
     hf, path = models[tied]
@@ -578,11 +606,13 @@ def test_load_gguf_rejects_bad_files(models, tmp_path, case):
 def test_load_gguf_rejects_truncated_file(models, tmp_path):
     _, good = models[False]
     data = good.read_bytes()
-    path = tmp_path / "truncated.gguf"
-    path.write_bytes(data[:len(data) - 1000])  # cut inside the tensor data
-    with pytest.raises(ModelFileError) as info:
-        load_gguf(path)
-    assert str(path) in str(info.value)
+    # Cut inside the tensor data, the tensor table, the vocabulary, the header.
+    for cut in (len(data) - 1000, len(data) // 4, 300, 30, 10):
+        path = tmp_path / f"truncated-{cut}.gguf"
+        path.write_bytes(data[:cut])
+        with pytest.raises(ModelFileError) as info:
+            load_gguf(path)
+        assert str(path) in str(info.value)
 
 
 def test_forward_rejects_bad_tokens(untied):
