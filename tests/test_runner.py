@@ -210,6 +210,46 @@ def test_a_failing_figure_costs_the_figure_not_the_results(coin, tmp_path, capsy
     assert (out / "report.md").exists() and (out / "claims.md").exists()
 
 
+def test_a_suites_figures_are_drawn_while_the_next_suite_computes(coin, tmp_path, monkeypatch):
+    """The figures of ``coin`` start in the background thread once its last cell
+    is saved: ``dice``'s cells see them started; both suites' figures are in
+    results.json in suite order; a failing later cell still ends the run (the
+    figure thread is shut down, no hang)."""
+    import threading
+
+    drawn, seen_by_dice = threading.Event(), []
+
+    def coin_figures(cell_results, out_dir):
+        assert threading.current_thread() is not threading.main_thread()
+        assert len(cell_results) == 3  # every cell of the suite, in plan order
+        drawn.set()
+        return [{"path": "figures/coin.png", "caption": "coin"}]
+
+    def dice_cell(cell):
+        seen_by_dice.append(drawn.wait(timeout=10))
+        if cell["n"] == 99:
+            raise RuntimeError("a cell fails")
+        return _run_cell(cell)
+
+    def dice_cells(preset, seeds=None):
+        return with_seeds("dice", [{"suite": "dice", "n": n, "seeds": 30} for n in DICE])
+
+    suites = {"coin": Suite(**{**COIN.__dict__, "figures": coin_figures}),
+              "dice": Suite(**{**COIN.__dict__, "name": "dice", "cells": dice_cells,
+                               "run_cell": dice_cell, "order": 200,
+                               "figures": lambda cr, out: [{"path": "figures/dice.png", "caption": "d"}]})}
+    suite_module._REGISTRY.update(suites)  # the fixture's copy: the report reads the registry
+    monkeypatch.setattr(runner, "SUITES", suite_module.suites())
+    DICE = (1, 2)
+    results = runner.run(["coin", "dice"], "quick", None, str(tmp_path / "run"), progress=False)
+    assert seen_by_dice == [True, True]
+    assert [f["suite"] for f in results["figures"]] == ["coin", "dice"]
+    DICE = (99,)  # read by dice_cells
+    drawn.clear()
+    with pytest.raises(RuntimeError, match="a cell fails"):
+        runner.run(["coin", "dice"], "quick", None, str(tmp_path / "again"), progress=False)
+
+
 def test_chunk_starts_reports_each_chunk_after_its_body():
     seen, bodies = [], []
     with progress.listening(seen.append):

@@ -80,7 +80,9 @@ class Suite:
       analysis: ``[(cell, result)] -> dict`` (JSON-ready), for suites whose
         claims are judged from the grid as a whole.
       report_sections: ``analysis -> Markdown`` for report.md.
-      figures: ``([(cell, result)], out_dir) -> [{"path", "caption"}]``.
+      figures: ``([(cell, result)], out_dir) -> [{"path", "caption"}]``; called
+        in the runner's figure thread once the suite's cells are in (only
+        reads them and writes under ``out_dir``).
       ledger_entries: ``results -> ledger rows`` (``verify.report.ledger``):
         the suite's rows of the claims ledger, NOT RUN rows included.
       configure: options of the command the suite takes (``--model``,
