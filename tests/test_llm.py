@@ -603,6 +603,27 @@ def test_load_gguf_rejects_bad_files(models, tmp_path, case):
         assert expected in str(info.value)
 
 
+@pytest.mark.parametrize("alignment", ["x", [32, 64], 0, 48], ids=["string", "array", "zero", "48"])
+def test_load_gguf_rejects_a_bad_alignment(tmp_path, alignment):
+    """general.alignment must be a power of two stored as an integer."""
+    path = tmp_path / "alignment.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    if isinstance(alignment, str):
+        w.add_string("general.alignment", alignment)
+    elif isinstance(alignment, list):
+        w.add_array("general.alignment", alignment)
+    else:
+        w.add_uint32("general.alignment", alignment)
+    w.add_tensor("t", np.zeros(4, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ModelFileError, match="not a readable GGUF file") as info:
+        load_gguf(path)
+    assert str(path) in str(info.value)
+
+
 def test_load_gguf_rejects_truncated_file(models, tmp_path):
     _, good = models[False]
     data = good.read_bytes()

@@ -215,12 +215,13 @@ def read_gguf(path: str) -> GGUFContents:
             name = cursor.string()
             dims = [cursor.take("<Q") for _ in range(cursor.take("<I"))]
             infos.append((name, tuple(reversed(dims)), cursor.take("<I"), cursor.take("<Q")))
-        alignment = int(fields.get("general.alignment", 32))
-        if alignment < 1 or alignment & (alignment - 1):
-            raise ValueError(f"alignment {alignment} is not a power of two")
+        alignment = fields.get("general.alignment", 32)
+        if not isinstance(alignment, int) or alignment < 1 or alignment & (alignment - 1):
+            raise ValueError(f"general.alignment {alignment!r} is not a power of two")
         start = -(-cursor.pos // alignment) * alignment
         tensors = [_tensor(gguf, buffer, start, *info) for info in infos]
-    except (ValueError, struct.error, UnicodeDecodeError, OverflowError, MemoryError, OSError) as e:
+    except (ValueError, TypeError, KeyError, struct.error, UnicodeDecodeError, OverflowError,
+            MemoryError, OSError) as e:
         raise ModelFileError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
     if len({t.name for t in tensors}) != len(tensors):
         raise ModelFileError(f"{path}: not a readable GGUF file (a tensor name occurs twice)")
