@@ -157,7 +157,8 @@ def write_gguf(path, hf: dict, *, arch="llama", qtype=None, convert=True, omit=(
                extra=None):
     """Write hf as llama.cpp's converter would. ``convert=False`` writes the q/k
     matrices without the RoPE permutation; ``omit`` drops tensors; ``metadata``
-    overrides keys by writer method name (None: leave the key out); ``extra``
+    overrides keys by writer method name (None: leave the key out; a callable:
+    called with the writer instead, to write a key with another type); ``extra``
     adds raw tensors as they are."""
     w = gguf.GGUFWriter(str(path), arch)
     tokens, merges = model_vocabulary()
@@ -171,7 +172,9 @@ def write_gguf(path, hf: dict, *, arch="llama", qtype=None, convert=True, omit=(
         add_add_bos_token=False)
     keys.update(metadata or {})
     for method, value in keys.items():
-        if value is not None:
+        if callable(value):
+            value(w)
+        elif value is not None:
             getattr(w, method)(value)
 
     def add(name, a):
@@ -620,6 +623,21 @@ def test_load_gguf_rejects_a_bad_alignment(tmp_path, alignment):
     w.write_tensors_to_file()
     w.close()
     with pytest.raises(ModelFileError, match="not a readable GGUF file") as info:
+        load_gguf(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("key, write", [
+    ("block_count", lambda w: w.add_string("llama.block_count", "two")),
+    ("embedding_length", lambda w: w.add_array("llama.embedding_length", [DIM, DIM])),
+    ("add_bos_token", lambda w: w.add_array("tokenizer.ggml.add_bos_token", [True, False])),
+], ids=["string-int", "array-int", "array-bool"])
+def test_load_gguf_rejects_metadata_of_the_wrong_type(models, tmp_path, key, write):
+    hf, _ = models[False]
+    method = {"block_count": "add_block_count", "embedding_length": "add_embedding_length",
+              "add_bos_token": "add_add_bos_token"}[key]
+    path = write_gguf(tmp_path / f"{key}.gguf", hf, metadata={method: write})
+    with pytest.raises(ModelFileError, match=key) as info:
         load_gguf(path)
     assert str(path) in str(info.value)
 

@@ -250,13 +250,28 @@ def _tensor(gguf, buffer, start: int, name: str, shape: tuple, raw_type: int, of
     return TensorInfo(name, shape, qtype.name, qtype, data)
 
 
-def _field(contents: GGUFContents, key: str, path: str, default=None, required: bool = True):
+# What each kind of metadata value must be in the file (a count stored as a
+# string or an array is a broken file, not a traceback three calls later).
+_KINDS = {int: ((int, np.integer), "an integer"), float: ((int, float, np.number), "a number"),
+          bool: ((bool, np.bool_), "a boolean"), str: ((str,), "a string"),
+          list: ((list,), "an array of strings")}
+
+
+def _field(contents: GGUFContents, key: str, path: str, default=None, required: bool = True,
+           kind: type = str):
+    """The metadata value at ``key`` as ``kind`` (int, float, bool, str or a list of
+    strings), or ``default`` when it is absent and not required."""
     value = contents.fields.get(key)
     if value is None:
         if required and default is None:
             raise ModelFileError(f"{path}: metadata key {key!r} is missing")
         return default
-    return value
+    types, name = _KINDS[kind]
+    wrong = isinstance(value, bool) and kind in (int, float)
+    if wrong or not isinstance(value, types) or (kind is list and not all(isinstance(v, str) for v in value)):
+        raise ModelFileError(f"{path}: metadata key {key!r} should be {name}, "
+                             f"got {type(value).__name__}")
+    return kind(value)
 
 
 def read_config(contents: GGUFContents, path: str) -> LlamaConfig:
@@ -265,11 +280,11 @@ def read_config(contents: GGUFContents, path: str) -> LlamaConfig:
         raise ModelFileError(f"{path}: architecture {arch!r} is not supported "
                              f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
     p = f"{arch}."
-    dim = int(_field(contents, p + "embedding_length", path))
-    heads = int(_field(contents, p + "attention.head_count", path))
-    kv_heads = int(_field(contents, p + "attention.head_count_kv", path, default=heads))
+    dim = _field(contents, p + "embedding_length", path, kind=int)
+    heads = _field(contents, p + "attention.head_count", path, kind=int)
+    kv_heads = _field(contents, p + "attention.head_count_kv", path, default=heads, kind=int)
     head_dim = dim // heads
-    rope_dims = int(_field(contents, p + "rope.dimension_count", path, default=head_dim))
+    rope_dims = _field(contents, p + "rope.dimension_count", path, default=head_dim, kind=int)
     if rope_dims != head_dim or dim % heads or heads % kv_heads:
         raise ModelFileError(f"{path}: unsupported head layout (dim {dim}, heads {heads}, kv heads "
                              f"{kv_heads}, rope dimensions {rope_dims})")
@@ -277,14 +292,14 @@ def read_config(contents: GGUFContents, path: str) -> LlamaConfig:
         raise ModelFileError(f"{path}: RoPE scaling {_field(contents, p + 'rope.scaling.type', path)!r} "
                              "is not supported")
     tokens = contents.fields.get("tokenizer.ggml.tokens")
-    vocab = int(_field(contents, p + "vocab_size", path,
-                       default=len(tokens) if tokens is not None else None))
+    vocab = _field(contents, p + "vocab_size", path,
+                   default=len(tokens) if tokens is not None else None, kind=int)
     return LlamaConfig(
-        vocab_size=vocab, dim=dim, layers=int(_field(contents, p + "block_count", path)),
-        heads=heads, kv_heads=kv_heads, ffn_dim=int(_field(contents, p + "feed_forward_length", path)),
-        rope_base=float(_field(contents, p + "rope.freq_base", path, default=10000.0)),
-        rms_eps=float(_field(contents, p + "attention.layer_norm_rms_epsilon", path)),
-        context_length=int(_field(contents, p + "context_length", path, default=2048)))
+        vocab_size=vocab, dim=dim, layers=_field(contents, p + "block_count", path, kind=int),
+        heads=heads, kv_heads=kv_heads, ffn_dim=_field(contents, p + "feed_forward_length", path, kind=int),
+        rope_base=_field(contents, p + "rope.freq_base", path, default=10000.0, kind=float),
+        rms_eps=_field(contents, p + "attention.layer_norm_rms_epsilon", path, kind=float),
+        context_length=_field(contents, p + "context_length", path, default=2048, kind=int))
 
 
 def read_tokenizer(contents: GGUFContents, path: str) -> TokenizerData:
@@ -292,15 +307,15 @@ def read_tokenizer(contents: GGUFContents, path: str) -> TokenizerData:
     if model != "gpt2":
         raise ModelFileError(f"{path}: tokenizer model {model!r} is not supported (only byte-level "
                              "BPE, tokenizer.ggml.model = 'gpt2', as in LLaMA 3 and SmolLM2)")
-    merges = _field(contents, "tokenizer.ggml.merges", path, default=(), required=False)
-    bos = _field(contents, "tokenizer.ggml.bos_token_id", path, required=False)
-    eos = _field(contents, "tokenizer.ggml.eos_token_id", path, required=False)
+    merges = _field(contents, "tokenizer.ggml.merges", path, default=[], required=False, kind=list)
+    bos = _field(contents, "tokenizer.ggml.bos_token_id", path, required=False, kind=int)
+    eos = _field(contents, "tokenizer.ggml.eos_token_id", path, required=False, kind=int)
     return TokenizerData(
-        model=model, pre=str(_field(contents, "tokenizer.ggml.pre", path, default="default")),
-        tokens=tuple(_field(contents, "tokenizer.ggml.tokens", path)), merges=tuple(merges),
-        bos_id=None if bos is None else int(bos), eos_id=None if eos is None else int(eos),
-        add_bos=bool(_field(contents, "tokenizer.ggml.add_bos_token", path, default=False,
-                            required=False)))
+        model=model, pre=_field(contents, "tokenizer.ggml.pre", path, default="default"),
+        tokens=tuple(_field(contents, "tokenizer.ggml.tokens", path, kind=list)), merges=tuple(merges),
+        bos_id=bos, eos_id=eos,
+        add_bos=_field(contents, "tokenizer.ggml.add_bos_token", path, default=False,
+                       required=False, kind=bool))
 
 
 def _tensor_arrays(contents: GGUFContents, path: str, dtype) -> tuple[dict, dict]:
