@@ -234,25 +234,39 @@ def num_effective_entries(logits: Array, eps) -> Array:
     return n - num_small_entries(logits, eps)
 
 
-# Rows at least this long are searched one after another (lax.map), not side by
-# side (vmap): a row's keys and masses then stay in the core's cache over its 33
-# (float32) or 65 (float64) bisection passes (certified windows, k-th smallest
-# entries) instead of streaming every row of the block from memory on each
-# pass; the results are the same bit for bit.
-# certified_window of 256 rows (128 at n = 65536), 3 eps, 2-core CPU, before ->
-# after: float64 n = 4096 175 -> 84 ms, 16384 924 -> 341-549, 65536 2104 ->
-# 700-811; float32 n = 65536 699 -> 288-353. At n = 1024 one after another was
-# slower (float32 4.7 -> 14.6 ms): those rows fit the cache side by side.
-SEQUENTIAL_ROWS_FROM = 4096
+# Rows are searched a few at a time: lax.map over chunks of about this many
+# entries (at least 2 rows), vmap within a chunk. A chunk's keys and masses stay
+# in the cores' caches over its 33 (float32) or 65 (float64) bisection passes
+# (certified windows, k-th smallest entries), where a whole block side by side
+# streamed every row from memory on each pass; and a chunk of several rows
+# still gives XLA work to split over the cores, which one row at a time did not
+# (each pass ran on one core). The results are the same bit for bit.
+# certified_window of 128 float32 rows, 3 eps, 2-core CPU, medians of 9: one
+# row at a time -> chunks of 2, 4, 8 rows: n = 16384 112 -> 59, 48, 43 ms;
+# n = 65536 306 -> 188, 172, 222 ms; n = 4096 14.0 -> 12.5, 34.4 (sic), 12.9
+# ms, and the whole block side by side 10.1 ms. (Before, one row at a time
+# from n = 4096 on had replaced the whole block side by side: float64 n = 4096
+# 175 -> 84 ms, 16384 924 -> 341-549, 65536 2104 -> 700-811.)
+ROW_CHUNK_ENTRIES = 1 << 17
 
 
 def over_rows(row_fn, rows: Array, *per_row: Array):
     """``row_fn(row, *entries)`` for each row of ``rows`` (r, n) and the matching
-    entries of ``per_row`` (r, ...): one row after another when n >=
-    :data:`SEQUENTIAL_ROWS_FROM`, side by side (vmap) below."""
-    if rows.shape[-1] >= SEQUENTIAL_ROWS_FROM:
-        return lax.map(lambda args: row_fn(*args), (rows,) + per_row)
-    return jax.vmap(row_fn)(rows, *per_row)
+    entries of ``per_row`` (r, ...): side by side (vmap) in chunks of
+    ``max(2, ROW_CHUNK_ENTRIES // n)`` rows, one chunk after another (lax.map);
+    all r side by side when they fit one chunk."""
+    r, n = rows.shape
+    chunk = max(2, ROW_CHUNK_ENTRIES // n)
+    if r <= chunk:
+        return jax.vmap(row_fn)(rows, *per_row)
+    num_chunks = -(-r // chunk)
+
+    def chunks(x):  # zero rows pad the last chunk; their results are dropped
+        x = jnp.pad(x, ((0, num_chunks * chunk - r),) + ((0, 0),) * (x.ndim - 1))
+        return x.reshape((num_chunks, chunk) + x.shape[1:])
+
+    out = lax.map(lambda args: jax.vmap(row_fn)(*args), tuple(chunks(x) for x in (rows,) + per_row))
+    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:r], out)
 
 
 @jax.jit

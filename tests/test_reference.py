@@ -413,19 +413,21 @@ def test_certified_window_float32(u, eps):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_certified_window_of_long_rows_searched_one_after_another(dtype):
-    """Rows of n >= SEQUENTIAL_ROWS_FROM are searched one at a time (lax.map): the
-    windows are those of the side-by-side search, in every batch and eps shape,
-    in evaluate_rows too, and agree with the sorted reference."""
+def test_certified_window_of_long_rows_searched_in_chunks(dtype):
+    """Long rows are searched a few at a time (lax.map over chunks of 32 rows
+    here, the last one padded): the windows are those of the side-by-side
+    search, in every batch and eps shape, in evaluate_rows too, and agree with
+    the sorted reference (checked on 6 of the rows: it is quadratic in n)."""
     from sparsity_theory import sparsity
 
-    n = sparsity.SEQUENTIAL_ROWS_FROM
+    n = 4096
+    assert sparsity.ROW_CHUNK_ENTRIES // n == 32  # 40 rows: 2 chunks, 24 rows of padding
     rng = np.random.default_rng(5)
-    u = (rng.normal(size=(2, 3, n)) * np.array([0.5, 2.0, 8.0])[:, None]).astype(dtype)
+    u = (rng.normal(size=(8, 5, n)) * np.array([0.5, 2.0, 8.0, 1.0, 1.0])[:, None]).astype(dtype)
     u[1, 2, : n // 2] = u[1, 2, n // 2:]  # every value twice: ties at the threshold
     eps = np.array([[1e-1, 1e-3], [1e-5, 0.5]])
     got = np.asarray(st.certified_window(u, eps))
-    assert got.shape == (2, 3, 2, 2)
+    assert got.shape == (8, 5, 2, 2)
     side_by_side = jax.vmap(jax.vmap(jax.vmap(sparsity._certified_window_row, in_axes=(None, 0)),
                                      in_axes=(None, 0)), in_axes=(0, None))
     log_eps = jnp.log(jnp.asarray(eps, dtype))
@@ -436,21 +438,21 @@ def test_certified_window_of_long_rows_searched_one_after_another(dtype):
         ref = ref_log_tails(u[index].astype(np.float64))
         for e, k_star in zip(eps.ravel(), got[index].ravel()):
             check_certified(ref, math.log(e), int(k_star), slack)
-    q = jnp.asarray(rng.normal(size=(5, 4)), dtype)
+    q = jnp.asarray(rng.normal(size=(37, 4)), dtype)  # one block: 2 chunks
     k = jnp.asarray(rng.normal(size=(n, 4)), dtype)
-    stats = st.evaluate_rows(q, k, windows=(1, 8), eps=(1e-2, 1e-4), block_size=2)
+    stats = st.evaluate_rows(q, k, windows=(1, 8), eps=(1e-2, 1e-4), block_size=64)
     np.testing.assert_array_equal(stats.certified_window,
                                   st.certified_window(q @ k.T, np.array([1e-2, 1e-4])))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_kth_smallest_entry_of_long_rows_with_broadcast_ranks(dtype):
-    """Long rows (searched one after another) with ranks broadcast against them:
+    """Long rows (searched in chunks of 4) with ranks broadcast against them:
     the k-th smallest softmax entry is the sorted row's, in the shape of the
     broadcast."""
     from sparsity_theory import sparsity
 
-    n = sparsity.SEQUENTIAL_ROWS_FROM
+    n = sparsity.ROW_CHUNK_ENTRIES // 4  # 12 rows: 3 chunks of 4
     rng = np.random.default_rng(6)
     u = rng.normal(size=(3, 1, n)).astype(dtype)
     u[2, 0, :n // 2] = u[2, 0, n // 2:]  # ties
