@@ -7,6 +7,7 @@ import pytest
 
 import sparsity_theory as st
 from verify import bench
+from verify.bench import render
 from verify.numpy_reference import reference_rows, top_k_sorted
 
 WINDOWS = (1, 3, 8, 40)
@@ -189,6 +190,8 @@ def test_main_quick(tmp_path):
         assert s["check"]["max_abs_diff_log_tail"] < 1e-3
         if result["engine"] == "stream_rows":  # the dense engine side by side
             assert s["dense"]["rows_per_s"] > 0 and s["dense"]["check"]["float64_agree"]
+            assert set(s["dense"]["profile"]) == {name for name, _ in render.DENSE_PARTS}
+            assert all(t > 0 for t in s["dense"]["profile"].values())
     assert [r["n"] for r in result["selection"]] == list(bench.QUICK["sizes"])
     assert all(r["float64_selection_equals_lax_top_k"] for r in result["selection"])
     assert result["all_rows"]["ok"] and result["all_rows"]["peak_rss_bytes"] > 0
@@ -198,3 +201,5 @@ def test_main_quick(tmp_path):
     machine = result["machine"]
     assert machine["backend"] in text and machine["device_kind"] in text
     assert "| target |" in text and "How to reproduce" in text
+    if result["engine"] == "stream_rows":
+        assert "| n | rows | dense engine ms |" in text

@@ -204,6 +204,7 @@ def measure_size(n: int, cfg: dict, engine_name: str, engine) -> dict:
         dense_check = compare_statistics(dense_stats, ref, max(windows))
         dense_part = dict(
             engine="evaluate_rows", median_s=med_dense, times_s=t_dense, min_s=min(t_dense),
+            profile=measure_dense_profile(q, k, v, windows, eps, scale, repeats),
             rows_per_s=rows / med_dense, scores_per_s=rows * n / med_dense,
             speed_over_numpy=statistics.median(t_np) / med_dense,
             time_over_matmul=med_dense / statistics.median(t_mm),
@@ -296,6 +297,37 @@ def measure_profile(q, k, windows, eps, scale, repeats: int, engine) -> dict:
         "no_values": statistics.median(_timed(no_values, repeats)),
         "top_k": statistics.median(_timed(lambda: top_k(block), max(repeats, 5))) * scale_to_rows,
     }
+
+
+def measure_dense_profile(q, k, v, windows, eps, scale, repeats: int) -> dict:
+    """Where the dense engine's time goes, as median seconds for the same rows,
+    each part computed from the score matrix ``scale * q k^T`` (held whole:
+    rows x n) by the public function that ``evaluate_rows`` shares its code with:
+
+    * ``scores``: the score matmul with its scale;
+    * ``certified_window``: the bisection for the smallest window with tail
+      mass <= eps, at every eps (``st.certified_window``);
+    * ``num_small``: the count of entries <= eps (``st.num_small_entries``);
+    * ``errors``: top-K, tail masses and the l1/l2/linf/output errors at every
+      window (``st.sparse_attention_errors`` with the values).
+    """
+    import jax
+
+    import sparsity_theory as st
+
+    scores = jax.jit(lambda a, b: scale * (a @ b.T))
+    u = jax.block_until_ready(scores(q, k))
+    parts = {
+        "scores": lambda: scores(q, k),
+        "certified_window": lambda: st.certified_window(u, eps),
+        "num_small": lambda: st.num_small_entries(u, eps),
+        "errors": lambda: st.sparse_attention_errors(u, windows, v),
+    }
+    out = {}
+    for name, fn in parts.items():
+        jax.block_until_ready(fn())
+        out[name] = statistics.median(_timed(fn, repeats))
+    return out
 
 
 # --------------------------------------------------------------------------

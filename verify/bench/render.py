@@ -21,6 +21,27 @@ def profile_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+DENSE_PARTS = (("scores", "score matmul"), ("certified_window", "certified windows"),
+               ("num_small", "small-entry counts"), ("errors", "top-K, tails and errors"))
+
+
+def dense_profile_table(result: dict) -> str:
+    """Milliseconds per part of the dense engine and each part's share of the
+    dense engine's own time ("" when no size measured the dense engine)."""
+    sizes = [s for s in result["sizes"] if (s.get("dense") or {}).get("profile")]
+    if not sizes:
+        return ""
+    lines = ["| n | rows | dense engine ms | " + " | ".join(f"{label} ms (share)"
+                                                          for _, label in DENSE_PARTS) + " |",
+             "|---:|---:|---:|" + "---:|" * len(DENSE_PARTS)]
+    for s in sizes:
+        total = s["dense"]["median_s"]
+        p = s["dense"]["profile"]
+        cells = [f"{p[name] * 1e3:,.1f} ({p[name] / total:.0%})" for name, _ in DENSE_PARTS]
+        lines.append(f"| {s['n']} | {s['rows']} | {total * 1e3:,.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _fmt(x, spec=",.0f") -> str:
     if x is None:
         return "-"
@@ -168,6 +189,18 @@ def render_markdown(result: dict) -> str:
         profile_table(result),
         "",
     ]
+    dense_profile = dense_profile_table(result)
+    if dense_profile:
+        parts += [
+            "Dense engine (`evaluate_rows`), milliseconds on the same rows: each part computed "
+            "on its own from the whole score matrix by the public function whose code "
+            "`evaluate_rows` runs block by block (`measure_dense_profile`); share: of the "
+            "dense engine's time. The parts need not add up to it (the engine fuses them "
+            "per block).",
+            "",
+            dense_profile,
+            "",
+        ]
     if result.get("notes"):
         parts += ["Not the issue's configuration: " + "; ".join(result["notes"]) + ".", ""]
     parts += [
