@@ -300,11 +300,12 @@ def measure_profile(q, k, windows, eps, scale, repeats: int, engine) -> dict:
 
 
 def measure_dense_profile(q, k, v, windows, eps, scale, repeats: int) -> dict:
-    """Where the dense engine's time goes, as median seconds for the same rows,
-    each part computed from the score matrix ``scale * q k^T`` (held whole:
-    rows x n) by the public function that ``evaluate_rows`` shares its code with:
+    """Where the dense engine's time goes, as median seconds for the same rows.
+    Each part runs block by block over the score matrix ``scale * q k^T``
+    (held whole), as ``evaluate_rows`` does (its default 128 rows per block),
+    through the public function whose code the engine runs:
 
-    * ``scores``: the score matmul with its scale;
+    * ``scores``: the score matmul with its scale (all rows at once);
     * ``certified_window``: the bisection for the smallest window with tail
       mass <= eps, at every eps (``st.certified_window``);
     * ``num_small``: the count of entries <= eps (``st.num_small_entries``);
@@ -314,14 +315,23 @@ def measure_dense_profile(q, k, v, windows, eps, scale, repeats: int) -> dict:
     import jax
 
     import sparsity_theory as st
+    from sparsity_theory.evaluate import map_row_blocks
+
+    block = 128  # evaluate_rows' default block_size
+
+    def blocked(part):
+        return jax.jit(lambda u: map_row_blocks(part, u, min(block, u.shape[0])))
 
     scores = jax.jit(lambda a, b: scale * (a @ b.T))
     u = jax.block_until_ready(scores(q, k))
+    certified = blocked(lambda b: st.certified_window(b, eps))
+    num_small = blocked(lambda b: st.num_small_entries(b, eps))
+    errors = blocked(lambda b: st.sparse_attention_errors(b, windows, v))
     parts = {
         "scores": lambda: scores(q, k),
-        "certified_window": lambda: st.certified_window(u, eps),
-        "num_small": lambda: st.num_small_entries(u, eps),
-        "errors": lambda: st.sparse_attention_errors(u, windows, v),
+        "certified_window": lambda: certified(u),
+        "num_small": lambda: num_small(u),
+        "errors": lambda: errors(u),
     }
     out = {}
     for name, fn in parts.items():

@@ -192,11 +192,11 @@ def render_markdown(result: dict) -> str:
     dense_profile = dense_profile_table(result)
     if dense_profile:
         parts += [
-            "Dense engine (`evaluate_rows`), milliseconds on the same rows: each part computed "
-            "on its own from the whole score matrix by the public function whose code "
-            "`evaluate_rows` runs block by block (`measure_dense_profile`); share: of the "
-            "dense engine's time. The parts need not add up to it (the engine fuses them "
-            "per block).",
+            "Dense engine (`evaluate_rows`), milliseconds on the same rows: each part on its "
+            "own, block by block (128 rows, the engine's default) over the score matrix, "
+            "through the public function whose code the engine runs (`measure_dense_profile`); "
+            "share: of the dense engine's time. The engine runs the parts together per block, "
+            "so they need not add up to its time.",
             "",
             dense_profile,
             "",
