@@ -302,7 +302,7 @@ def measure_profile(q, k, windows, eps, scale, repeats: int, engine) -> dict:
 def measure_dense_profile(q, k, v, windows, eps, scale, repeats: int) -> dict:
     """Where the dense engine's time goes, as median seconds for the same rows.
     Each part runs block by block over the score matrix ``scale * q k^T``
-    (held whole), as ``evaluate_rows`` does (its default 128 rows per block),
+    (held whole), as ``evaluate_rows`` does (its default rows per block),
     through the public function whose code the engine runs:
 
     * ``scores``: the score matmul with its scale (all rows at once);
@@ -317,7 +317,7 @@ def measure_dense_profile(q, k, v, windows, eps, scale, repeats: int) -> dict:
     import sparsity_theory as st
     from sparsity_theory.evaluate import map_row_blocks
 
-    block = 128  # evaluate_rows' default block_size
+    block = inspect.signature(st.evaluate_rows).parameters["block_size"].default
 
     def blocked(part):
         return jax.jit(lambda u: map_row_blocks(part, u, min(block, u.shape[0])))

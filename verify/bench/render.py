@@ -193,7 +193,7 @@ def render_markdown(result: dict) -> str:
     if dense_profile:
         parts += [
             "Dense engine (`evaluate_rows`), milliseconds on the same rows: each part on its "
-            "own, block by block (128 rows, the engine's default) over the score matrix, "
+            "own, block by block (the engine's default block size) over the score matrix, "
             "through the public function whose code the engine runs (`measure_dense_profile`); "
             "share: of the dense engine's time. The engine runs the parts together per block, "
             "so they need not add up to its time.",
