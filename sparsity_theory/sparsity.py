@@ -234,13 +234,14 @@ def num_effective_entries(logits: Array, eps) -> Array:
     return n - num_small_entries(logits, eps)
 
 
-# Rows are searched a few at a time: lax.map over chunks of about this many
-# entries (at least 2 rows), vmap within a chunk. A chunk's keys and masses stay
-# in the cores' caches over its 33 (float32) or 65 (float64) bisection passes
-# (certified windows, k-th smallest entries), where a whole block side by side
-# streamed every row from memory on each pass; and a chunk of several rows
-# still gives XLA work to split over the cores, which one row at a time did not
-# (each pass ran on one core). The results are the same bit for bit.
+# Rows are searched a few at a time: lax.map over chunks of at most about this
+# many entries (see rows_per_chunk), vmap within a chunk. A chunk's keys and
+# masses stay in the cores' caches over its 33 (float32) or 65 (float64)
+# bisection passes (certified windows, k-th smallest entries), where a whole
+# block side by side streamed every row from memory on each pass; and a chunk
+# of several rows still gives XLA work to split over the cores, which one row
+# at a time did not (each pass ran on one core). The results are the same bit
+# for bit.
 # certified_window of 128 float32 rows, 3 eps, 2-core CPU, medians of 9: one
 # row at a time -> chunks of 2, 4, 8 rows: n = 16384 112 -> 59, 48, 43 ms;
 # n = 65536 306 -> 188, 172, 222 ms; n = 4096 14.0 -> 12.5, 34.4 (sic), 12.9
@@ -250,23 +251,25 @@ def num_effective_entries(logits: Array, eps) -> Array:
 ROW_CHUNK_ENTRIES = 1 << 17
 
 
+def rows_per_chunk(r: int, n: int) -> int:
+    """The largest divisor of r that is at most ``max(2, ROW_CHUNK_ENTRIES // n)``:
+    chunks that tile the r rows exactly, so the rows are never copied to pad
+    the last chunk (for evaluate_rows' blocks of 128 rows, the bound itself)."""
+    limit = min(r, max(2, ROW_CHUNK_ENTRIES // max(n, 1)))
+    return max(d for d in range(1, limit + 1) if r % d == 0)
+
+
 def over_rows(row_fn, rows: Array, *per_row: Array):
     """``row_fn(row, *entries)`` for each row of ``rows`` (r, n) and the matching
     entries of ``per_row`` (r, ...): side by side (vmap) in chunks of
-    ``max(2, ROW_CHUNK_ENTRIES // n)`` rows, one chunk after another (lax.map);
-    all r side by side when they fit one chunk."""
+    :func:`rows_per_chunk` rows, one chunk after another (lax.map)."""
     r, n = rows.shape
-    chunk = max(2, ROW_CHUNK_ENTRIES // n)
-    if r <= chunk:
+    chunk = rows_per_chunk(r, n) if r else 0
+    if chunk == r:
         return jax.vmap(row_fn)(rows, *per_row)
-    num_chunks = -(-r // chunk)
-
-    def chunks(x):  # zero rows pad the last chunk; their results are dropped
-        x = jnp.pad(x, ((0, num_chunks * chunk - r),) + ((0, 0),) * (x.ndim - 1))
-        return x.reshape((num_chunks, chunk) + x.shape[1:])
-
-    out = lax.map(lambda args: jax.vmap(row_fn)(*args), tuple(chunks(x) for x in (rows,) + per_row))
-    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:r], out)
+    chunks = tuple(x.reshape((r // chunk, chunk) + x.shape[1:]) for x in (rows,) + per_row)
+    out = lax.map(lambda args: jax.vmap(row_fn)(*args), chunks)
+    return jax.tree_util.tree_map(lambda a: a.reshape((r,) + a.shape[2:]), out)
 
 
 @jax.jit

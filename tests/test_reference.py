@@ -414,14 +414,14 @@ def test_certified_window_float32(u, eps):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_certified_window_of_long_rows_searched_in_chunks(dtype):
-    """Long rows are searched a few at a time (lax.map over chunks of 32 rows
-    here, the last one padded): the windows are those of the side-by-side
-    search, in every batch and eps shape, in evaluate_rows too, and agree with
-    the sorted reference (checked on 6 of the rows: it is quadratic in n)."""
+    """Long rows are searched a few at a time (lax.map over 2 chunks of 20 rows
+    here): the windows are those of the side-by-side search, in every batch and
+    eps shape, in evaluate_rows too (2 chunks of 18 rows), and agree with the
+    sorted reference (checked on 6 of the rows: it is quadratic in n)."""
     from sparsity_theory import sparsity
 
     n = 4096
-    assert sparsity.ROW_CHUNK_ENTRIES // n == 32  # 40 rows: 2 chunks, 24 rows of padding
+    assert sparsity.rows_per_chunk(40, n) == 20 and sparsity.rows_per_chunk(36, n) == 18
     rng = np.random.default_rng(5)
     u = (rng.normal(size=(8, 5, n)) * np.array([0.5, 2.0, 8.0, 1.0, 1.0])[:, None]).astype(dtype)
     u[1, 2, : n // 2] = u[1, 2, n // 2:]  # every value twice: ties at the threshold
@@ -438,7 +438,7 @@ def test_certified_window_of_long_rows_searched_in_chunks(dtype):
         ref = ref_log_tails(u[index].astype(np.float64))
         for e, k_star in zip(eps.ravel(), got[index].ravel()):
             check_certified(ref, math.log(e), int(k_star), slack)
-    q = jnp.asarray(rng.normal(size=(37, 4)), dtype)  # one block: 2 chunks
+    q = jnp.asarray(rng.normal(size=(36, 4)), dtype)  # one block of 36 rows
     k = jnp.asarray(rng.normal(size=(n, 4)), dtype)
     stats = st.evaluate_rows(q, k, windows=(1, 8), eps=(1e-2, 1e-4), block_size=64)
     np.testing.assert_array_equal(stats.certified_window,
@@ -452,7 +452,8 @@ def test_kth_smallest_entry_of_long_rows_with_broadcast_ranks(dtype):
     broadcast."""
     from sparsity_theory import sparsity
 
-    n = sparsity.ROW_CHUNK_ENTRIES // 4  # 12 rows: 3 chunks of 4
+    n = sparsity.ROW_CHUNK_ENTRIES // 4
+    assert sparsity.rows_per_chunk(12, n) == 4  # 12 rows: 3 chunks of 4
     rng = np.random.default_rng(6)
     u = rng.normal(size=(3, 1, n)).astype(dtype)
     u[2, 0, :n // 2] = u[2, 0, n // 2:]  # ties
