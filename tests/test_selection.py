@@ -76,6 +76,24 @@ def test_top_k_is_lax_top_k_bitwise(xk):
     _assert_bitwise(_vmapped_twice(k)(jnp.asarray(x)[None]), expected)
 
 
+def test_float64_finish_ranks_minus_zero_as_zero():
+    """The float64 preselection's exact finish: the k-th largest entry is a zero,
+    and a -0.0 and a +0.0 straddle the boundary with the -0.0 first. Their
+    float32 roundings are tied but the next candidates lie strictly below, so
+    the finish (not the fallback) decides, and it must take the lower index, as
+    lax.top_k of the canonical row does (a +0.0 would win if -0.0 stayed below it)."""
+    k, n = 4, 64
+    x = np.full((2, n), -1.0)
+    x[:, :k - 1] = 1.0
+    x[0, [10, 20]] = [-0.0, 0.0]
+    x[1, [10, 20]] = [0.0, -0.0]
+    assert k + selection.PRESELECT_SLACK < n  # the preselection runs
+    expected = _reference(x, k)
+    np.testing.assert_array_equal(expected[1][:, -1], [10, 10])
+    _assert_bitwise(selection.top_k(x, k), expected)
+    _assert_bitwise(_jitted(k)(jnp.asarray(x)), expected)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _float64():
     assert jnp.zeros(()).dtype == jnp.float64  # conftest turns 64-bit mode on
