@@ -2,14 +2,18 @@
 
 On CPU, XLA's full sort is about 30x slower than NumPy's, so nothing here sorts a
 whole row. Instead a floating-point value is mapped to an integer *key* whose
-integer order is the float order, and a monotone predicate is bisected over the
-integer keys. With 32 (float32) or 64 (float64) halvings the bisection ends on an
-exact data value, whatever the spread of the row: the result is exact, not an
-approximation to a tolerance.
+integer order is the float order, and a monotone predicate of the entries at or
+below a key is bisected over the integer keys. After each halving the bracket is
+moved in to the nearest data keys, so the search ends as soon as one data key is
+left in it: exact, not an approximation to a tolerance, whatever the spread of
+the row.
 
-Each halving is one pass over the row (a comparison and a reduction), so the cost
-is ``bits x n`` cheap operations per row and, unlike ``lax.top_k``, does not grow
-with the rank asked for.
+Each halving is one pass over the row (a comparison and one reduction that also
+finds the data keys on either side of the probe). Plain halving took 33 (float32)
+or 65 (float64) passes; the snapped bracket takes about ``log2`` of the key range
+over the gap between neighbouring data keys: 13-21 passes on Gaussian rows of
+1024-65536 entries, in float32 and float64 alike. Unlike ``lax.top_k``, the cost
+does not grow with the rank asked for.
 
 The top k itself (:func:`top_k`, :func:`block_top_k`) is ``lax.top_k``'s result
 bit for bit, computed faster on CPU: float64 rows are preselected on their
@@ -77,27 +81,60 @@ def key_to_value(key: Array, dtype) -> Array:
     return lax.bitcast_convert_type(key ^ ((key >> (bits - 1)) & magnitude), dtype)
 
 
-def smallest_key_where(
-    keys: Array, predicate: Callable[[Array], Array], bits: int
+def smallest_key_with_sum(
+    keys: Array, weights: Array | None, reached: Callable[[Array], Array]
 ) -> Array:
-    """Smallest integer ``c`` in ``[min(keys), max(keys)]`` with ``predicate(c)``.
+    """Smallest data key ``c`` of a 1-D ``keys`` with ``reached(S(c))``, where
+    ``S(c) = sum(weights[keys <= c])`` (``weights`` None: the count ``#{keys <= c}``).
 
-    ``predicate`` must be monotone (False then True) and True at ``max(keys)``.
-    When it changes value only at data keys (counts and masses of ``keys <= c``
-    do), the result is a data key. Overflow-free midpoint: ``(lo & hi) +
-    ((lo ^ hi) >> 1)`` is the floor of the mean for any signed integers.
+    ``reached`` must be False at ``S = 0`` and True at the whole row's sum, and
+    ``S`` must grow with ``c`` (non-negative weights), so that ``reached(S(c))``
+    is False then True and changes value only at data keys.
+
+    A bisection over the integer keys with the bracket ``(lo, hi]``
+    (``reached`` False at ``lo``, True at ``hi``) moved in after each pass to the
+    data keys next to the probe: on True, ``hi`` becomes the largest data key
+    at or below it; on False, ``lo`` becomes one below the smallest data key
+    above it. Neither changes ``S`` at the ends, so the invariant holds, the
+    bracket at least halves, and the search ends when ``hi = lo + 1``: the same
+    key as plain halving, in fewer passes. One variadic reduction per pass
+    gives ``S`` and both neighbours (three separate reductions each wrote
+    their masked row out: 2-3x slower). ``S`` is the same masked sum over the
+    last axis as ``jnp.sum(jnp.where(keys <= c, weights, 0))``, bit for bit.
+    Overflow-free midpoint: ``(lo & hi) + ((lo ^ hi) >> 1)`` is the floor of
+    the mean for any signed integers.
     """
-    lo = jnp.min(keys) - 1  # predicate(lo) is False: nothing lies at or below it
-    hi = jnp.max(keys)
+    int_type = keys.dtype
+    smallest, largest = jnp.iinfo(int_type).min, jnp.iinfo(int_type).max
+    if weights is None:
+        weights, zero = jnp.ones_like(keys), jnp.zeros((), int_type)
+    else:
+        zero = jnp.zeros((), weights.dtype)
 
-    def halve(_, bracket):
+    def combine(a, b):
+        return a[0] + b[0], jnp.maximum(a[1], b[1]), jnp.minimum(a[2], b[2])
+
+    def not_closed(bracket):
+        lo, hi = bracket
+        return lo + 1 < hi  # hi - lo can overflow when the keys straddle zero
+
+    def halve(bracket):
         lo, hi = bracket
         mid = (lo & hi) + ((lo ^ hi) >> 1)
-        ok = predicate(mid)
-        return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
+        at_or_below = keys <= mid
+        total, below, above = lax.reduce(
+            (jnp.where(at_or_below, weights, zero), jnp.where(at_or_below, keys, smallest),
+             jnp.where(at_or_below, largest, keys)),
+            (zero, jnp.array(smallest, int_type), jnp.array(largest, int_type)),
+            combine, (keys.ndim - 1,))
+        ok = reached(total)
+        # The clamps only act when ``reached`` breaks its contract (True at
+        # S = 0, or False on the whole row): plain halving's answer then.
+        return (jnp.where(ok, lo, jnp.minimum(above, hi) - 1),
+                jnp.where(ok, jnp.maximum(below, lo + 1), hi))
 
-    # Once hi - lo == 1 the midpoint is lo and the bracket stops moving.
-    _, hi = lax.fori_loop(0, bits + 1, halve, (lo, hi))
+    # lo: nothing lies at or below it, so S(lo) = 0 and reached is False there.
+    _, hi = lax.while_loop(not_closed, halve, (jnp.min(keys) - 1, jnp.max(keys)))
     return hi
 
 
@@ -109,10 +146,9 @@ def kth_smallest(x: Array, k: Array | int) -> Array:
 
     ``k`` may be traced (dynamic), unlike ``lax.top_k``. Exact.
     """
-    _, bits = _int_type(x.dtype)
     keys = ordered_key(x)
     k = jnp.asarray(k)
-    c = smallest_key_where(keys, lambda c: jnp.sum(keys <= c) >= k, bits)
+    c = smallest_key_with_sum(keys, None, lambda count: count >= k)
     return key_to_value(c, x.dtype)
 
 

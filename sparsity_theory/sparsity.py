@@ -307,7 +307,6 @@ _ULPS = 16.0
 
 def _certified_window_row(u: Array, log_eps: Array) -> Array:
     n = u.shape[-1]
-    _, bits = selection._int_type(u.dtype)
     lse = jax.nn.logsumexp(u)
     keys = selection.ordered_key(u)
 
@@ -318,9 +317,7 @@ def _certified_window_row(u: Array, log_eps: Array) -> Array:
 
     # t* = smallest value whose mass at-or-below exceeds eps: every entry above
     # t* must be kept; of the entries tied at t*, as many as bring the tail to eps.
-    c = selection.smallest_key_where(
-        keys, lambda c: jnp.sum(jnp.where(keys <= c, relative, 0.0)) > 1.0, bits
-    )
+    c = selection.smallest_key_with_sum(keys, relative, lambda mass: mass > 1.0)
     above = jnp.sum(keys > c)
     tied = jnp.sum(keys == c)
     log_g = jax.nn.logsumexp(jnp.where(keys <= c, u, -jnp.inf)) - lse

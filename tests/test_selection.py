@@ -310,3 +310,60 @@ def test_eager_calls_compile_once():
         for call in calls:
             jax.block_until_ready(call())
     assert compiles == [], f"compiled again: {compiles}"
+
+
+# ---- smallest_key_with_sum: the snapped bisection behind kth_smallest and
+# certified windows. Integer-valued weights make every partial sum exact, so the
+# NumPy answer (sorted distinct keys, cumulative sums) is exact too.
+
+@functools.lru_cache(maxsize=None)
+def _first_key_with_sum_above():
+    return jax.jit(jax.vmap(
+        lambda keys, w, t: selection.smallest_key_with_sum(keys, w, lambda s: s > t)))
+
+
+@functools.lru_cache(maxsize=None)
+def _first_key_with_count_at_least():
+    return jax.jit(jax.vmap(
+        lambda keys, k: selection.smallest_key_with_sum(keys, None, lambda c: c >= k)))
+
+
+def _first_key_reference(keys, weights, t):
+    distinct = np.unique(keys)
+    below = np.array([weights[keys <= c].sum() for c in distinct])
+    hit = np.nonzero(below > t)[0]
+    # reached True at S = 0 (t < 0): every key qualifies, the smallest is the
+    # answer; never reached: the largest key, as plain halving gives.
+    return distinct[0] if t < 0 else distinct[hit[0]] if hit.size else distinct[-1]
+
+
+@settings(max_examples=60)
+@given(hard_rows(), hs.integers(0, 2**31 - 1), hs.sampled_from([np.float32, np.float64]))
+def test_smallest_key_with_sum_is_the_exact_first_key(xk, seed, dtype):
+    x, _ = xk
+    rng = np.random.default_rng(seed)
+    keys = np.asarray(selection.ordered_key(jnp.asarray(x.astype(dtype))))
+    weights = rng.integers(0, 4, size=x.shape).astype(dtype)  # zeros: keys that add nothing
+    total = weights.sum(axis=1)
+    t = np.where(rng.random(len(x)) < 0.8, np.floor(rng.random(len(x)) * total),
+                 rng.choice([-1.0, 0.0], size=len(x)) + np.where(rng.random(len(x)) < 0.5, 0, total))
+    got = np.asarray(_first_key_with_sum_above()(jnp.asarray(keys), jnp.asarray(weights),
+                                                 jnp.asarray(t.astype(dtype))))
+    expected = [_first_key_reference(keys[i], weights[i], t[i]) for i in range(len(x))]
+    np.testing.assert_array_equal(got, expected)
+
+    k = rng.integers(1, x.shape[1] + 1, size=len(x))
+    got = np.asarray(_first_key_with_count_at_least()(jnp.asarray(keys), jnp.asarray(k)))
+    np.testing.assert_array_equal(got, np.sort(keys, axis=1)[np.arange(len(x)), k - 1])
+
+
+def test_smallest_key_with_sum_on_keys_straddling_zero():
+    """Keys of -big and +big differ by more than the integer range: the loop's
+    test must not compute hi - lo (it overflowed in a first version, ending the
+    search at once)."""
+    for dtype in (np.float32, np.float64):
+        x = np.array([[-3e38, -1.0, -0.0, 0.0, 2.0, 3e38, 5.0, -7.0]], dtype)
+        keys = jnp.asarray(selection.ordered_key(jnp.asarray(x)))
+        for k in range(1, 9):
+            got = _first_key_with_count_at_least()(keys, jnp.asarray([k]))
+            assert selection.key_to_value(got, dtype)[0] == np.sort(x[0])[k - 1]
