@@ -342,7 +342,8 @@ def _first_key_reference(keys, weights, t):
 def test_smallest_key_with_sum_is_the_exact_first_key(xk, seed, dtype):
     x, _ = xk
     rng = np.random.default_rng(seed)
-    keys = np.asarray(selection.ordered_key(jnp.asarray(x.astype(dtype))))
+    with np.errstate(over="ignore"):  # the "extremes" rows' 1e39 are inf in float32: keys still
+        keys = np.asarray(selection.ordered_key(jnp.asarray(x.astype(dtype))))
     weights = rng.integers(0, 4, size=x.shape).astype(dtype)  # zeros: keys that add nothing
     total = weights.sum(axis=1)
     t = np.where(rng.random(len(x)) < 0.8, np.floor(rng.random(len(x)) * total),
