@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from sparsity_theory import _checks
 from sparsity_theory.attention import _check_qkv, _scores
 from sparsity_theory.errors import _row_errors, centred_values
-from sparsity_theory.sparsity import _num_small, certified_windows_of_rows, log_eps_array
+from sparsity_theory.sparsity import log_eps_array, small_counts_and_certified_windows_of_rows
 
 Array = jax.Array
 
@@ -52,9 +52,8 @@ class RowStatistics(NamedTuple):
     log_output_error: Optional[Array]
 
 
-def _row_statistics(u, values, windows, log_eps, window):
+def _row_statistics(u, values, windows, num_small, window):
     lse = jax.nn.logsumexp(u)
-    num_small = _num_small(u, log_eps)
     tau, l1, l2, linf, out = _row_errors(u, values, windows)
     return RowStatistics(
         lse, jnp.max(u), jnp.min(u), jnp.mean(u), num_small, window, tau, l1, l2, linf, out
@@ -81,9 +80,9 @@ def map_row_blocks(fn, rows: Array, block_size: int):
 def _evaluate(queries, keys, values, log_eps, scale, windows, block_size):
     def block(q):
         logits = _scores(q, keys, scale)
-        certified = certified_windows_of_rows(logits, log_eps)
-        return jax.vmap(_row_statistics, in_axes=(0, None, None, None, 0))(
-            logits, values, windows, log_eps, certified
+        num_small, certified = small_counts_and_certified_windows_of_rows(logits, log_eps)
+        return jax.vmap(_row_statistics, in_axes=(0, None, None, 0, 0))(
+            logits, values, windows, num_small, certified
         )
 
     return map_row_blocks(block, queries, block_size)
