@@ -368,3 +368,14 @@ def test_smallest_key_with_sum_on_keys_straddling_zero():
         for k in range(1, 9):
             got = _first_key_with_count_at_least()(keys, jnp.asarray([k]))
             assert selection.key_to_value(got, dtype)[0] == np.sort(x[0])[k - 1]
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_count_true_is_jnp_sum_of_the_mask(axis):
+    """Same counts and the same (default integer) dtype as jnp.sum, only
+    accumulated in int32."""
+    mask = jnp.asarray(np.random.default_rng(axis + 1).random((5, 7, 300)) < 0.3)
+    got, expected = selection.count_true(mask, axis), jnp.sum(mask, axis=axis)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+    assert int(selection.count_true(jnp.ones((3, 1000), bool))[0]) == 1000
