@@ -308,7 +308,8 @@ def measure_dense_profile(q, k, v, windows, eps, scale, repeats: int) -> dict:
     * ``scores``: the score matmul with its scale (all rows at once);
     * ``certified_window``: the bisection for the smallest window with tail
       mass <= eps, at every eps (``st.certified_window``);
-    * ``num_small``: the count of entries <= eps (``st.num_small_entries``);
+    * ``num_small``: the count of entries <= eps (``st.num_small_entries``,
+      in the engine's chunks of rows);
     * ``errors``: top-K, tail masses and the l1/l2/linf/output errors at every
       window (``st.sparse_attention_errors`` with the values).
     """
@@ -316,6 +317,7 @@ def measure_dense_profile(q, k, v, windows, eps, scale, repeats: int) -> dict:
 
     import sparsity_theory as st
     from sparsity_theory.evaluate import map_row_blocks
+    from sparsity_theory.sparsity import over_rows
 
     block = inspect.signature(st.evaluate_rows).parameters["block_size"].default
 
@@ -325,7 +327,8 @@ def measure_dense_profile(q, k, v, windows, eps, scale, repeats: int) -> dict:
     scores = jax.jit(lambda a, b: scale * (a @ b.T))
     u = jax.block_until_ready(scores(q, k))
     certified = blocked(lambda b: st.certified_window(b, eps))
-    num_small = blocked(lambda b: st.num_small_entries(b, eps))
+    # The engine counts in over_rows' chunks of rows, beside the bisection.
+    num_small = blocked(lambda b: over_rows(lambda r: st.num_small_entries(r, eps), b))
     errors = blocked(lambda b: st.sparse_attention_errors(b, windows, v))
     parts = {
         "scores": lambda: scores(q, k),
