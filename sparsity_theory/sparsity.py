@@ -328,10 +328,14 @@ def _certified_window_row(u: Array, log_eps: Array) -> Array:
     return jnp.clip(above + from_tie.astype(above.dtype), 1, n)
 
 
+def _certified_windows_row(u: Array, log_eps: Array) -> Array:
+    """Certified windows of one row at every threshold of ``log_eps`` (E,)."""
+    return jax.vmap(_certified_window_row, in_axes=(None, 0))(u, log_eps)
+
+
 def certified_windows_of_rows(logits: Array, log_eps: Array) -> Array:
     """Certified windows of rows (r, n) at thresholds ``log_eps`` (E,): (r, E)."""
-    return over_rows(lambda u: jax.vmap(_certified_window_row, in_axes=(None, 0))(u, log_eps),
-                     logits)
+    return over_rows(lambda u: _certified_windows_row(u, log_eps), logits)
 
 
 def small_counts_and_certified_windows_of_rows(logits: Array, log_eps: Array) -> tuple:
@@ -339,11 +343,8 @@ def small_counts_and_certified_windows_of_rows(logits: Array, log_eps: Array) ->
     (E,), each (r, E): both per row in :func:`over_rows`' chunks, whose rows stay
     in cache between the count's passes and the bisection's (the count over a
     whole block of 128 rows of 65536 read them from memory)."""
-    def row(u):
-        return (_num_small(u, log_eps),
-                jax.vmap(_certified_window_row, in_axes=(None, 0))(u, log_eps))
-
-    return over_rows(row, logits)
+    return over_rows(lambda u: (_num_small(u, log_eps), _certified_windows_row(u, log_eps)),
+                     logits)
 
 
 @jax.jit
