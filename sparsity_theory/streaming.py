@@ -56,7 +56,7 @@ from sparsity_theory.evaluate import (
     RowStatistics, map_row_blocks, row_blocks, validated_rows_arguments,
 )
 from sparsity_theory.selection import (
-    GROUP, PRESELECT_SLACK, float32_top_k, canonical_zero, group_candidates, top_k,
+    GROUP, PRESELECT_SLACK, float32_top_k, canonical_zero, count_true, group_candidates, top_k,
     two_stage_pays,
 )
 from sparsity_theory.sparsity import profile_from_top
@@ -214,7 +214,7 @@ def _count_small(q, key_blocks, log_normaliser, log_eps, n, scale):
         # Clamped at log 1 = 0, as in sparsity.num_small_entries.
         log_s = jnp.minimum(u - log_normaliser[:, None], 0.0)
         small = log_s[:, :, None] <= log_eps[None, None, :]
-        return count + jnp.sum(small & valid[None, :, None], axis=1, dtype=count.dtype), None
+        return count + count_true(small & valid[None, :, None], axis=1), None
 
     starts = jnp.arange(key_blocks.shape[0], dtype=jnp.int32) * key_blocks.shape[1]
     zero = jnp.zeros((q.shape[0], log_eps.shape[0]), _count_dtype())
@@ -263,7 +263,7 @@ def _query_block(q, key_blocks, value_blocks, values, log_eps, scale, n, windows
     threshold = log_eps[None, :]
     log_top = jnp.minimum(run.top - lse[:, None], 0.0)  # clamped as in _count_small
     kth = log_top[:, -1:]
-    large_in_top = jnp.sum(log_top[:, :, None] > threshold[:, None, :], axis=1)
+    large_in_top = count_true(log_top[:, :, None] > threshold[:, None, :], axis=1)
     resolved = (kth <= threshold) | (window == n)
     num_small = lax.cond(
         jnp.all(resolved),
@@ -272,7 +272,7 @@ def _query_block(q, key_blocks, value_blocks, values, log_eps, scale, n, windows
     )
     # Smallest k <= K with log tau(k) <= log eps (log tau is non-increasing in
     # k), else K + 1: censored.
-    certified = 1 + jnp.sum(prof.log_tail[:, :, None] > threshold[:, None, :], axis=1)
+    certified = 1 + count_true(prof.log_tail[:, :, None] > threshold[:, None, :], axis=1)
     return RowStatistics(
         lse, run.top[:, 0], run.min_logit, run.sum_logit / n, num_small,
         certified.astype(_count_dtype()), tau, l1, l2, linf, out,

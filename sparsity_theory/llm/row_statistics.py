@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsity_theory.llm.llama import grouped_mix, grouped_scores, kept_keys
+from sparsity_theory.selection import count_true
 from sparsity_theory.sparsity import suffix_logsumexp
 
 Array = jax.Array
@@ -92,10 +93,10 @@ def _block_statistics(u, rows, log_eps, windows, fractions, sinks, local):
     # A tail within a few ulps of eps counts as <= eps (the masses are rounded), as in
     # sparsity.certified_window: exact up to rounding at the boundary tau(k) = eps.
     slack = 16 * jnp.finfo(u.dtype).eps
-    certified = 1 + jnp.sum(log_tail[..., None, :] > log_eps[:, None] + slack, axis=-1)
+    certified = 1 + count_true(log_tail[..., None, :] > log_eps[:, None] + slack, axis=-1)
     certified = jnp.minimum(certified, (rows + 1)[:, None])
     log_s = masked - lse[..., None]
-    effective = jnp.sum(log_s[..., None, :] > log_eps[:, None], axis=-1)
+    effective = count_true(log_s[..., None, :] > log_eps[:, None], axis=-1)
     tails = log_tail[..., jnp.asarray(windows) - 1]
     ks = jnp.stack([small_counts(rows + 1, q) for q in fractions], axis=-1)  # (m, F)
     idx = jnp.broadcast_to(rows[:, None] + 1 - ks, srt.shape[:-1] + (len(fractions),))
