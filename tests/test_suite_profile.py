@@ -83,6 +83,7 @@ def test_a_run_records_each_files_compilations(tmp_path, workers):
     assert "suite profile: JAX compilation per test file" in done.stdout
     record = json.loads((out / "suite_profile.json").read_text())
     assert record["schema"] == sp.SCHEMA
+    assert record["exit_status"] == 0 and record["outcomes"] == {"passed": 4}
     assert record["processes"] == (int(workers) if workers else 1)
     assert record["provenance"]["git_commit"] and record["machine"]["cpu_count"] >= 1
     files = record["files"]
@@ -106,3 +107,26 @@ def test_an_unwritable_directory_is_refused_before_any_test_runs(tmp_path):
     assert done.returncode == 4  # pytest's usage error
     assert "--suite-profile-out: cannot create" in done.stderr
     assert "passed" not in done.stdout
+
+
+def test_failures_and_skips_are_counted_and_the_profile_still_written(tmp_path):
+    (tmp_path / "test_mixed.py").write_text(textwrap.dedent("""
+        import pytest
+
+        def test_passes():
+            pass
+
+        def test_fails():
+            assert 1 == 2
+
+        @pytest.mark.skip(reason="on purpose")
+        def test_skipped():
+            pass
+    """))
+    out = tmp_path / "profile"
+    done = _run_pytest(tmp_path, "--suite-profile-out", str(out), "test_mixed.py")
+    assert done.returncode == 1
+    record = json.loads((out / "suite_profile.json").read_text())
+    assert record["exit_status"] == 1
+    assert record["outcomes"] == {"passed": 1, "failed": 1, "skipped": 1}
+    assert "1 failed, 1 passed, 1 skipped; pytest exit status 1" in (out / "suite_profile.md").read_text()

@@ -31,6 +31,9 @@ from typing import Optional
 
 import pytest
 
+from verify.bench.machine import machine_info
+from verify.provenance import provenance
+
 # JAX's event names (jax._src.dispatch / pxla): the three compile stages.
 STAGES = {
     "/jax/core/compile/jaxpr_trace_duration": "trace",
@@ -108,6 +111,12 @@ def summary_lines(files: dict, top: int = 15) -> list:
     return lines
 
 
+def _outcome_text(outcomes: Optional[dict]) -> str:
+    if not outcomes:
+        return "not recorded"
+    return ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
+
+
 def render_markdown(record: dict, top: int = 30) -> str:
     """``suite_profile.md``: provenance, totals and the ``top`` slowest files."""
     prov, mach, t = record["provenance"], record["machine"], record["totals"]
@@ -134,6 +143,8 @@ def render_markdown(record: dict, top: int = 30) -> str:
         f"- Machine: {mach['platform']}; CPU {mach['cpu_model']}, {mach['cpu_count']} cores "
         f"({mach['cpus_usable']} usable); {mach['backend']}; jax {mach['jax']}",
         f"- Wall time {record['wall_s']:.0f} s in {record['processes']} test process(es)",
+        f"- Outcomes: {_outcome_text(record.get('outcomes'))}; pytest exit status "
+        f"{record.get('exit_status', 'not recorded')}",
         "",
         f"Over all {len(files)} files, tests took {t['test_s']:.0f} s (summed over the test "
         f"processes). {t['compile_s']:.0f} s of it was JAX compiling in those processes: "
@@ -154,7 +165,7 @@ def render_markdown(record: dict, top: int = 30) -> str:
 
 def pytest_addoption(parser) -> None:
     parser.addoption("--suite-profile-out", default=None, metavar="DIR",
-                     help="write suite_profile.json (compile time per test file) into DIR")
+                     help="write suite_profile.json and .md (compile time per test file) into DIR")
 
 
 def _is_worker(config) -> bool:
@@ -162,8 +173,6 @@ def _is_worker(config) -> bool:
 
 
 def pytest_configure(config) -> None:
-    import jax
-
     out = config.getoption("--suite-profile-out")
     if out is not None and not _is_worker(config):
         # Fail now, not after the whole suite has run.
@@ -173,69 +182,76 @@ def pytest_configure(config) -> None:
             raise pytest.UsageError(f"--suite-profile-out: cannot create {out}: {e.strerror or e}")
         if not os.access(out, os.W_OK):
             raise pytest.UsageError(f"--suite-profile-out: {out} is not writable")
-    recorder = Recorder()
-    jax.monitoring.register_event_duration_secs_listener(recorder.on_duration)
-    config._suite_profile = recorder
-    config._suite_profile_parts = []
-    config._suite_profile_started = time.perf_counter()
+    config.pluginmanager.register(SuiteProfile(config, out), "suite_profile_session")
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    recorder: Recorder = item.config._suite_profile
-    path = item.location[0]
-    recorder.current = path
-    start = time.perf_counter()
-    yield
-    recorder.add_test(path, time.perf_counter() - start)
-    recorder.current = "<outside tests>"
+class SuiteProfile:
+    """The plugin's state in one pytest process (a worker, the controller, or both)."""
 
+    def __init__(self, config, out: Optional[str]) -> None:
+        import jax
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node, error) -> None:
-    part = getattr(node, "workeroutput", {}).get(KEY)
-    if part is not None:
-        node.config._suite_profile_parts.append(part)
+        self.config, self.out = config, out
+        self.recorder = Recorder()
+        jax.monitoring.register_event_duration_secs_listener(self.recorder.on_duration)
+        self.parts: list = []  # the workers' records, on the controller
+        self.outcomes: collections.Counter = collections.Counter()
+        self.files: Optional[dict] = None  # merged, at the end, on the controller
+        self.started = time.perf_counter()
 
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        path = item.location[0]
+        self.recorder.current = path
+        start = time.perf_counter()
+        yield
+        self.recorder.add_test(path, time.perf_counter() - start)
+        self.recorder.current = "<outside tests>"
 
-def pytest_sessionfinish(session) -> None:
-    config = session.config
-    recorder: Recorder = config._suite_profile
-    if _is_worker(config):
-        config.workeroutput[KEY] = dict(recorder.files)
-        return
-    # The controller under xdist ran no tests: its own record is (nearly) empty.
-    config._suite_profile_files = merge(config._suite_profile_parts + [dict(recorder.files)])
-    out: Optional[str] = config.getoption("--suite-profile-out")
-    if out is None:
-        return
-    from verify.bench.machine import machine_info
-    from verify.provenance import provenance
+    def pytest_runtest_logreport(self, report) -> None:
+        # The controller sees every test's reports (under xdist too). A test counts
+        # once: by its call, or by the setup or teardown that failed or skipped it.
+        if report.when == "call" or report.outcome != "passed":
+            self.outcomes[report.outcome] += 1
 
-    record = {
-        "schema": SCHEMA,
-        "wall_s": time.perf_counter() - config._suite_profile_started,
-        "processes": len(config._suite_profile_parts) or 1,
-        "totals": totals(config._suite_profile_files),
-        "files": config._suite_profile_files,
-        "machine": machine_info(),
-        "provenance": provenance(),
-    }
-    for name, text in (("suite_profile.json", json.dumps(record, indent=1, sort_keys=True)),
-                       ("suite_profile.md", render_markdown(record))):
-        path = os.path.join(out, name)
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        part = getattr(node, "workeroutput", {}).get(KEY)
+        if part is not None:
+            self.parts.append(part)
 
+    def pytest_sessionfinish(self, session, exitstatus) -> None:
+        if _is_worker(self.config):
+            self.config.workeroutput[KEY] = dict(self.recorder.files)
+            return
+        # Under xdist the controller runs no tests: its own record is (nearly) empty.
+        self.files = merge(self.parts + [dict(self.recorder.files)])
+        if self.out is None:
+            return
+        record = {
+            "schema": SCHEMA,
+            "exit_status": int(exitstatus),
+            "outcomes": dict(self.outcomes),
+            "wall_s": time.perf_counter() - self.started,
+            "processes": len(self.parts) or 1,
+            "totals": totals(self.files),
+            "files": self.files,
+            "machine": machine_info(),
+            "provenance": provenance(),
+        }
+        for name, text in (("suite_profile.json", json.dumps(record, indent=1, sort_keys=True)),
+                           ("suite_profile.md", render_markdown(record))):
+            path = os.path.join(self.out, name)
+            with open(path + ".tmp", "w") as f:
+                f.write(text)
+            os.replace(path + ".tmp", path)
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    files = getattr(config, "_suite_profile_files", None)
-    if not files:
-        return
-    terminalreporter.section("suite profile: JAX compilation per test file")
-    for line in summary_lines(files):
-        terminalreporter.write_line(line)
-    out = config.getoption("--suite-profile-out")
-    if out is not None:
-        terminalreporter.write_line(f"written: {os.path.join(out, 'suite_profile.json')} and .md")
+    def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
+        if not self.files:
+            return
+        terminalreporter.section("suite profile: JAX compilation per test file")
+        for line in summary_lines(self.files):
+            terminalreporter.write_line(line)
+        if self.out is not None:
+            terminalreporter.write_line(
+                f"written: {os.path.join(self.out, 'suite_profile.json')} and .md")
