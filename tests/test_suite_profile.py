@@ -70,21 +70,20 @@ def _run_pytest(tmp_path, *args):
     )
 
 
-@pytest.mark.parametrize("workers", [None, "2"])
-def test_a_run_records_each_files_compilations(tmp_path, workers):
+def test_a_run_in_two_processes_records_each_files_compilations(tmp_path):
+    # As the README runs the tests: pytest-xdist, one file per worker at a time.
+    workers = "2"
     for name, n in (("test_first.py", 5), ("test_second.py", 7)):
         (tmp_path / name).write_text(TINY_TEST.format(n=n))
     out = tmp_path / "profile"
-    args = ["--suite-profile-out", str(out), "test_first.py", "test_second.py"]
-    if workers:
-        args = ["-n", workers, "--dist", "loadfile"] + args
-    done = _run_pytest(tmp_path, *args)
+    done = _run_pytest(tmp_path, "-n", workers, "--dist", "loadfile", "--suite-profile-out", str(out),
+                       "test_first.py", "test_second.py")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "suite profile: JAX compilation per test file" in done.stdout
     record = json.loads((out / "suite_profile.json").read_text())
     assert record["schema"] == sp.SCHEMA
     assert record["exit_status"] == 0 and record["outcomes"] == {"passed": 4}
-    assert record["processes"] == (int(workers) if workers else 1)
+    assert record["processes"] == int(workers)
     assert record["provenance"]["git_commit"] and record["machine"]["cpu_count"] >= 1
     files = record["files"]
     for name in ("test_first.py", "test_second.py"):
@@ -109,9 +108,14 @@ def test_an_unwritable_directory_is_refused_before_any_test_runs(tmp_path):
     assert "passed" not in done.stdout
 
 
-def test_failures_and_skips_are_counted_and_the_profile_still_written(tmp_path):
+def test_one_process_counts_failures_and_skips_and_still_writes_the_profile(tmp_path):
     (tmp_path / "test_mixed.py").write_text(textwrap.dedent("""
+        import jax
+        import jax.numpy as jnp
         import pytest
+
+        def test_compiles():
+            assert float(jax.jit(lambda x: x * 3.0)(jnp.float32(2.0))) == 6.0
 
         def test_passes():
             pass
@@ -127,6 +131,8 @@ def test_failures_and_skips_are_counted_and_the_profile_still_written(tmp_path):
     done = _run_pytest(tmp_path, "--suite-profile-out", str(out), "test_mixed.py")
     assert done.returncode == 1
     record = json.loads((out / "suite_profile.json").read_text())
-    assert record["exit_status"] == 1
-    assert record["outcomes"] == {"passed": 1, "failed": 1, "skipped": 1}
-    assert "1 failed, 1 passed, 1 skipped; pytest exit status 1" in (out / "suite_profile.md").read_text()
+    assert record["exit_status"] == 1 and record["processes"] == 1
+    assert record["outcomes"] == {"passed": 2, "failed": 1, "skipped": 1}
+    assert "1 failed, 2 passed, 1 skipped; pytest exit status 1" in (out / "suite_profile.md").read_text()
+    mixed = record["files"]["test_mixed.py"]
+    assert mixed["tests"] == 4 and mixed["backend_compiles"] >= 1 and mixed["backend"] > 0.0
