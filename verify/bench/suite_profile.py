@@ -12,8 +12,8 @@ compilation, and adds each one to the test file that was running. At the end it
 writes ``DIR/suite_profile.json`` (per file: seconds in tests, in each compile
 stage, number of backend compilations; totals; provenance) and
 ``DIR/suite_profile.md`` (the same as a table; docs/suite_profile.md is one),
-and prints the slowest files. Under pytest-xdist each worker sends its part to the controller
-(``workeroutput``), which writes the merged file.
+and prints the slowest files. Under pytest-xdist each worker sends its part to
+the controller (``workeroutput``), which writes the merged files.
 
 What it does not see: programs compiled by *other* processes that tests start
 (the command's worker processes, fresh interpreters). Their time is in the
@@ -45,7 +45,17 @@ SCHEMA = "sparsity-suite-profile/1"
 
 
 def empty_file_record() -> dict:
+    # A plain dict, not a typed record: it crosses from the xdist workers to the
+    # controller (``workeroutput`` takes only builtins) and goes into the JSON.
     return {"tests": 0, "test_s": 0.0, "backend_compiles": 0, **{s: 0.0 for s in STAGES.values()}}
+
+
+def compile_seconds(record: dict) -> float:
+    return sum(record[s] for s in STAGES.values())
+
+
+def share_text(record: dict) -> str:
+    return f"{compile_seconds(record) / record['test_s']:.0%}" if record["test_s"] else "-"
 
 
 class Recorder:
@@ -85,7 +95,7 @@ def totals(files: dict) -> dict:
     for record in files.values():
         for key, value in record.items():
             out[key] += value
-    compile_s = sum(out[s] for s in STAGES.values())
+    compile_s = compile_seconds(out)
     out["compile_s"] = compile_s
     # Compile events outside any test (collection, fixtures at import) have no
     # test seconds: the share is over the time tests took.
@@ -93,13 +103,16 @@ def totals(files: dict) -> dict:
     return out
 
 
+def _slowest_first(files: dict) -> list:
+    return sorted(files.items(), key=lambda item: -item[1]["test_s"])
+
+
 def summary_lines(files: dict, top: int = 15) -> list:
-    rows = sorted(files.items(), key=lambda item: -item[1]["test_s"])
+    rows = _slowest_first(files)
     lines = [f"{'test s':>8} {'compile s':>9} {'share':>6} {'compiles':>8}  file"]
     for path, r in rows[:top]:
-        compile_s = sum(r[s] for s in STAGES.values())
-        share = f"{compile_s / r['test_s']:.0%}" if r["test_s"] else "-"
-        lines.append(f"{r['test_s']:8.1f} {compile_s:9.1f} {share:>6} {r['backend_compiles']:8d}  {path}")
+        lines.append(f"{r['test_s']:8.1f} {compile_seconds(r):9.1f} {share_text(r):>6} "
+                     f"{r['backend_compiles']:8d}  {path}")
     t = totals(files)
     share = t["compile_share_of_test_time"]
     lines.append(
@@ -121,16 +134,14 @@ def render_markdown(record: dict, top: int = 30) -> str:
     """``suite_profile.md``: provenance, totals and the ``top`` slowest files."""
     prov, mach, t = record["provenance"], record["machine"], record["totals"]
     files = record["files"]
-    rows = sorted(files.items(), key=lambda item: -item[1]["test_s"])
+    rows = _slowest_first(files)
     table = ["| test file | tests | test s | compile s | backend s | lowering s | tracing s "
              "| backend compilations | compile share |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for path, r in rows[:top]:
-        compile_s = sum(r[s] for s in STAGES.values())
-        share = f"{compile_s / r['test_s']:.0%}" if r["test_s"] else "-"
-        table.append(f"| `{path}` | {r['tests']} | {r['test_s']:.1f} | {compile_s:.1f} | "
+        table.append(f"| `{path}` | {r['tests']} | {r['test_s']:.1f} | {compile_seconds(r):.1f} | "
                      f"{r['backend']:.1f} | {r['lower']:.1f} | {r['trace']:.1f} | "
-                     f"{r['backend_compiles']} | {share} |")
+                     f"{r['backend_compiles']} | {share_text(r)} |")
     share = t["compile_share_of_test_time"]
     return "\n".join([
         "# Where the test suite's time goes",
