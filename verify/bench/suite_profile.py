@@ -32,6 +32,7 @@ from typing import Optional
 import pytest
 
 from verify.bench.machine import machine_info
+from verify.compilation_cache import usable
 from verify.provenance import provenance
 
 # JAX's event names (jax._src.dispatch / pxla): the three compile stages.
@@ -187,12 +188,9 @@ def pytest_configure(config) -> None:
     out = config.getoption("--suite-profile-out")
     if out is not None and not _is_worker(config):
         # Fail now, not after the whole suite has run.
-        try:
-            os.makedirs(out, exist_ok=True)
-        except OSError as e:
-            raise pytest.UsageError(f"--suite-profile-out: cannot create {out}: {e.strerror or e}")
-        if not os.access(out, os.W_OK):
-            raise pytest.UsageError(f"--suite-profile-out: {out} is not writable")
+        why = usable(out)
+        if why is not None:
+            raise pytest.UsageError(f"--suite-profile-out: {why}")
     config.pluginmanager.register(SuiteProfile(config, out), "suite_profile_session")
 
 
